@@ -1,0 +1,5 @@
+"""Trigger.dev realtime streams for Django, server-rendered over Channels."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

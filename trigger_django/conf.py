@@ -1,0 +1,99 @@
+"""The ``TRIGGER_DJANGO`` settings dict, merged over :data:`DEFAULTS` and cached.
+
+Read settings with :func:`get_config`; the cache is cleared whenever a test (or anything else)
+changes ``TRIGGER_DJANGO`` through ``override_settings``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+#: The defaults every key of ``TRIGGER_DJANGO`` falls back to (documented in docs/settings.md).
+DEFAULTS: dict[str, Any] = {
+    # Upstream Trigger.dev API. ``None`` reads the official SDK's environment variables.
+    "API_URL": None,  # TRIGGER_API_URL, else https://api.trigger.dev
+    "SECRET_KEY": None,  # TRIGGER_SECRET_KEY; never sent to a browser
+    # Dotted path to ``(user, run_id, action) -> bool``; action is "read" or "write".
+    "AUTHORIZE": "trigger_django.permissions.authenticated_user",
+    # Path the WebSocket consumer is routed at (without leading slash).
+    "WEBSOCKET_PATH": "trigger/ws/",
+    # Lifetime of the signed subscription tickets rendered into pages, in seconds.
+    "TICKET_MAX_AGE": 3600,
+    # Lifetime of public access tokens minted by the token endpoint and the consumer.
+    "PUBLIC_TOKEN_TTL": 900,
+    # The hook's defaults.
+    "THROTTLE_MS": 16,
+    "TIMEOUT_SECONDS": 60,
+    # Parts sent to a browser and not yet acknowledged before the consumer stops reading upstream.
+    "MAX_UNACKED_PARTS": 2000,
+    # Largest input-stream send accepted (the Trigger.dev limit is 1 MiB).
+    "MAX_INPUT_BYTES": 1024 * 1024,
+    # httpx pool limits for upstream connections; each open stream holds one connection.
+    "HTTP_MAX_CONNECTIONS": 1000,
+    "HTTP_MAX_KEEPALIVE_CONNECTIONS": 100,
+    # Input streams by id: {"approval": "myapp.forms.ApprovalForm"}; others use the default form.
+    "INPUT_FORMS": {},
+}
+
+DEFAULT_API_URL = "https://api.trigger.dev"
+
+
+@dataclass(frozen=True)
+class Config:
+    api_url: str
+    secret_key: str | None
+    authorize: str
+    websocket_path: str
+    ticket_max_age: int
+    public_token_ttl: int
+    throttle_ms: int
+    timeout_seconds: int
+    max_unacked_parts: int
+    max_input_bytes: int
+    http_max_connections: int
+    http_max_keepalive_connections: int
+    input_forms: dict[str, str]
+
+
+@lru_cache(maxsize=1)
+def get_config() -> Config:
+    user: dict[str, Any] = getattr(settings, "TRIGGER_DJANGO", {}) or {}
+    unknown = sorted(set(user) - set(DEFAULTS))
+    if unknown:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            f"Unknown TRIGGER_DJANGO key(s): {', '.join(unknown)}. "
+            f"Known keys: {', '.join(sorted(DEFAULTS))}."
+        )
+    merged = {**DEFAULTS, **user}
+    api_url = merged["API_URL"] or os.environ.get("TRIGGER_API_URL") or DEFAULT_API_URL
+    secret_key = merged["SECRET_KEY"] or os.environ.get("TRIGGER_SECRET_KEY") or None
+    return Config(
+        api_url=str(api_url).rstrip("/"),
+        secret_key=secret_key,
+        authorize=merged["AUTHORIZE"],
+        websocket_path=str(merged["WEBSOCKET_PATH"]).lstrip("/"),
+        ticket_max_age=int(merged["TICKET_MAX_AGE"]),
+        public_token_ttl=int(merged["PUBLIC_TOKEN_TTL"]),
+        throttle_ms=int(merged["THROTTLE_MS"]),
+        timeout_seconds=int(merged["TIMEOUT_SECONDS"]),
+        max_unacked_parts=int(merged["MAX_UNACKED_PARTS"]),
+        max_input_bytes=int(merged["MAX_INPUT_BYTES"]),
+        http_max_connections=int(merged["HTTP_MAX_CONNECTIONS"]),
+        http_max_keepalive_connections=int(merged["HTTP_MAX_KEEPALIVE_CONNECTIONS"]),
+        input_forms=dict(merged["INPUT_FORMS"]),
+    )
+
+
+@receiver(setting_changed)
+def _reset_config(*, setting: str, **kwargs: Any) -> None:
+    if setting == "TRIGGER_DJANGO":
+        get_config.cache_clear()
