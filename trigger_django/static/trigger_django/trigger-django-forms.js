@@ -1,0 +1,1 @@
+/* Enhances {% approval_form %}; see docs/input-streams.md. */
