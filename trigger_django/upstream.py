@@ -1,0 +1,132 @@
+"""The upstream Trigger.dev API as the Django side uses it: a shared HTTP pool and token minting.
+
+httpx clients are bound to the event loop they were first used on, so there is one shared
+``httpx.AsyncClient`` per running loop (a daphne process has one loop; every test has its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+
+import httpx
+import jwt
+
+from trigger_django.client import TriggerClient
+from trigger_django.conf import get_config
+
+__all__ = ["aclose_http_clients", "get_client", "get_http_client", "mint_public_token"]
+
+#: Claims the SDK puts in every public token (see trigger-protocol §4.1).
+JWT_ISSUER = "https://id.trigger.dev"
+JWT_AUDIENCE = "https://api.trigger.dev"
+
+_http_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+# The environment id (`sub`) never changes for a secret key: fetched once per process.
+_subject_by_key: dict[tuple[str, str], str] = {}
+_subject_lock: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class UpstreamConfigurationError(RuntimeError):
+    """The Trigger.dev secret key is missing, so nothing can be minted or read."""
+
+
+def get_http_client() -> httpx.AsyncClient:
+    """The ``httpx.AsyncClient`` shared by everything running on the current event loop."""
+    loop = asyncio.get_running_loop()
+    client = _http_clients.get(loop)
+    if client is None or client.is_closed:
+        config = get_config()
+        client = httpx.AsyncClient(
+            # Streams are long-lived: no read timeout (the reader has its own stall handling).
+            timeout=httpx.Timeout(30.0, read=None),
+            limits=httpx.Limits(
+                max_connections=config.http_max_connections,
+                max_keepalive_connections=config.http_max_keepalive_connections,
+            ),
+        )
+        _http_clients[loop] = client
+    return client
+
+
+async def aclose_http_clients() -> None:
+    """Close the current loop's shared client (tests and shutdown hooks call this)."""
+    loop = asyncio.get_running_loop()
+    client = _http_clients.pop(loop, None)
+    if client is not None:
+        await client.aclose()
+
+
+def get_client(*, access_token: str | None = None) -> TriggerClient:
+    """A :class:`TriggerClient` on the shared pool, authorised by ``access_token`` when given,
+    otherwise by the configured secret key."""
+    config = get_config()
+    if access_token is None and not config.secret_key:
+        raise UpstreamConfigurationError(
+            "No Trigger.dev secret key: set TRIGGER_DJANGO['SECRET_KEY'] or TRIGGER_SECRET_KEY."
+        )
+    return TriggerClient(
+        config.api_url,
+        secret_key=None if access_token is not None else config.secret_key,
+        access_token=access_token,
+        http_client=get_http_client(),
+    )
+
+
+async def _subject(api_url: str, secret_key: str) -> str:
+    cache_key = (api_url, secret_key)
+    if cache_key in _subject_by_key:
+        return _subject_by_key[cache_key]
+    loop = asyncio.get_running_loop()
+    lock = _subject_lock.setdefault(loop, asyncio.Lock())
+    async with lock:
+        if cache_key not in _subject_by_key:
+            response = await get_http_client().post(
+                f"{api_url}/api/v1/auth/jwt/claims",
+                headers={
+                    "Authorization": f"Bearer {secret_key}",
+                    "Content-Type": "application/json",
+                },
+            )
+            if response.status_code != 200:
+                raise UpstreamConfigurationError(
+                    f"Trigger.dev refused POST /api/v1/auth/jwt/claims with status "
+                    f"{response.status_code}; check the secret key."
+                )
+            _subject_by_key[cache_key] = str(response.json()["sub"])
+    return _subject_by_key[cache_key]
+
+
+async def mint_public_token(scopes: list[str], *, ttl: int | None = None) -> tuple[str, int]:
+    """Sign a public access token for ``scopes`` locally, as the SDK's ``auth.createPublicToken``
+    does. Returns ``(token, expires_at)`` with ``expires_at`` in epoch seconds."""
+    config = get_config()
+    if not config.secret_key:
+        raise UpstreamConfigurationError(
+            "No Trigger.dev secret key: set TRIGGER_DJANGO['SECRET_KEY'] or TRIGGER_SECRET_KEY."
+        )
+    if not scopes:
+        raise ValueError("A public token needs at least one scope; with none it grants nothing.")
+    subject = await _subject(config.api_url, config.secret_key)
+    now = int(time.time())
+    expires_at = now + (ttl if ttl is not None else config.public_token_ttl)
+    token = jwt.encode(
+        {
+            "sub": subject,
+            "pub": True,
+            "scopes": scopes,
+            "iss": JWT_ISSUER,
+            "aud": JWT_AUDIENCE,
+            "iat": now,
+            "exp": expires_at,
+        },
+        config.secret_key,
+        algorithm="HS256",
+        headers={"typ": None},
+    )
+    return token, expires_at

@@ -1,0 +1,13 @@
+"""HTTP endpoints: ``path("trigger/", include("trigger_django.urls"))``."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from trigger_django import views
+
+app_name = "trigger_django"
+
+urlpatterns = [
+    path("token/<str:run_id>/", views.token_view, name="token"),
+]
