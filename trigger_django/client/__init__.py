@@ -1,0 +1,65 @@
+"""A Django-free async client for the Trigger.dev realtime API.
+
+Reads output streams with the official SDK's resume and retry rules, sends to input streams,
+triggers tasks and mints public access tokens. See ``docs/client.md``.
+"""
+
+from __future__ import annotations
+
+from ._client import (
+    SDK_VERSION,
+    StreamSubscription,
+    TriggerClient,
+    retry_delay,
+)
+from ._errors import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    GoneError,
+    InvalidTokenError,
+    NotFoundError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    RunCompletedError,
+    TriggerError,
+    UnprocessableEntityError,
+    UpstreamUnavailableError,
+)
+from ._models import RunHandle, StreamPart
+from ._sse import ServerSentEvent, SSEDecoder
+from ._tokens import (
+    flatten_scopes,
+    scope_allows,
+    sign_public_token,
+    verify_public_token,
+)
+
+__all__ = [
+    "SDK_VERSION",
+    "APIStatusError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "GoneError",
+    "InvalidTokenError",
+    "NotFoundError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "RunCompletedError",
+    "RunHandle",
+    "SSEDecoder",
+    "ServerSentEvent",
+    "StreamPart",
+    "StreamSubscription",
+    "TriggerClient",
+    "TriggerError",
+    "UnprocessableEntityError",
+    "UpstreamUnavailableError",
+    "flatten_scopes",
+    "retry_delay",
+    "scope_allows",
+    "sign_public_token",
+    "verify_public_token",
+]

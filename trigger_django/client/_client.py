@@ -1,0 +1,787 @@
+"""The async Trigger.dev API client: stream reading with resume, input sends, triggers, tokens.
+
+The stream reader follows the official SDK's ``SSEStreamSubscription`` (``@trigger.dev/core``
+4.8.3, ``apiClient/runStream.js``): same request headers, both framings, same retry and resume
+rules. See ``docs/client.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import aclosing
+from types import TracebackType
+from typing import Any, Final, Self
+from urllib.parse import quote
+
+import httpx
+
+from ._errors import (
+    APIStatusError,
+    AuthenticationError,
+    RunCompletedError,
+    TriggerError,
+    UpstreamUnavailableError,
+    error_for_status,
+)
+from ._models import RunHandle, StreamPart
+from ._sse import ServerSentEvent, SSEDecoder
+from ._tokens import Expiration, Scopes, flatten_scopes, sign_public_token
+
+logger = logging.getLogger("trigger_django.client")
+
+DEFAULT_BASE_URL: Final = "https://api.trigger.dev"
+#: The SDK version whose wire behaviour this client reproduces (sent as ``trigger-version``).
+SDK_VERSION: Final = "4.8.3"
+API_VERSION: Final = "2025-07-16"
+STREAM_START_HEADER: Final = "X-Trigger-Stream-Start"
+
+#: Statuses that end a stream subscription at once (the SDK's ``nonRetryableStatuses``).
+TERMINAL_STREAM_STATUSES: Final = frozenset({400, 404, 409, 410, 422})
+#: Size of the FIFO window of v2 record ids used to drop duplicates (the SDK's ``SEEN_IDS_CAP``).
+SEEN_IDS_CAP: Final = 5000
+RETRY_BASE_DELAY: Final = 0.1
+RETRY_MAX_DELAY: Final = 5.0
+RETRY_JITTER: Final = 0.5
+#: How long a stream request may wait for response headers before it is aborted and retried.
+HEADER_TIMEOUT: Final = 30.0
+CONNECT_TIMEOUT: Final = 10.0
+#: Read timeout of ordinary (non-stream) calls.
+REQUEST_TIMEOUT: Final = 30.0
+_ERROR_BODY_LIMIT: Final = 64 * 1024
+
+RefreshToken = Callable[[], Awaitable[str]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def _reject_constant(name: str) -> Any:
+    # JSON.parse rejects NaN/Infinity, so the SDK hands such data over as the raw string.
+    raise ValueError(name)
+
+
+_json_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+_json_decode = _json_decoder.decode
+
+
+def _safe_parse_json(text: str) -> Any:
+    """The SDK's ``safeParseJSON``: the parsed value, or the text itself when it is not JSON."""
+    try:
+        return _json_decode(text)
+    except ValueError:
+        return text
+
+
+def _dumps(value: Any) -> bytes:
+    # JSON.stringify's compact form.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def retry_delay(attempt: int, random_value: float) -> float:
+    """Seconds to wait before retry number ``attempt`` (1-based), as the SDK computes it."""
+    base: float = min(RETRY_BASE_DELAY * 2.0 ** (attempt - 1), RETRY_MAX_DELAY)
+    return base * (1 - RETRY_JITTER * random_value)
+
+
+def _redis_timestamp(stream_id: str | None) -> int:
+    if stream_id:
+        match = re.match(r"\s*([+-]?\d+)", stream_id.split("-", 1)[0])
+        if match:
+            return int(match.group(1))
+    return int(time.time() * 1000)
+
+
+_SEQ_PREFIX = re.compile(r"(\d+)")
+
+
+class _RetryableFailure(Exception):
+    """A stream attempt failed in a way the SDK retries (status, ``event: error``, stall)."""
+
+
+class _AuthRefreshNeeded(Exception):
+    def __init__(self, error: APIStatusError) -> None:
+        self.error = error
+        super().__init__(str(error))
+
+
+class _StreamState:
+    """What survives reconnects of one subscription."""
+
+    __slots__ = (
+        "cursor",
+        "failures",
+        "from_latest",
+        "seen_ids",
+        "seen_order",
+        "stream_version",
+        "token",
+    )
+
+    def __init__(self, cursor: str | None, from_latest: bool, token: str | None) -> None:
+        self.cursor = cursor
+        self.from_latest = from_latest
+        self.token = token
+        self.failures = 0
+        self.stream_version: str | None = None
+        # Kept for the whole subscription (the SDK keeps it per connection) so that a server
+        # replaying records after a reconnect cannot produce duplicates either.
+        self.seen_ids: set[Any] = set()
+        self.seen_order: deque[Any] = deque()
+
+
+class StreamSubscription(AsyncIterator[StreamPart]):
+    """The async iterator returned by :meth:`TriggerClient.read_stream`.
+
+    Iterate it for :class:`StreamPart` objects. ``aclose()`` (or leaving ``async with``, or
+    cancelling the task that iterates) closes the HTTP response at once. ``last_event_id`` is the
+    resume cursor: pass it as ``last_event_id=`` to a later ``read_stream`` to continue.
+    """
+
+    def __init__(self, parts: AsyncGenerator[StreamPart, None], state: _StreamState) -> None:
+        self._parts = parts
+        self._state = state
+
+    @property
+    def last_event_id(self) -> str | None:
+        return self._state.cursor
+
+    @property
+    def stream_version(self) -> str | None:
+        """``"v1"`` or ``"v2"`` once a response arrived (from ``X-Stream-Version``)."""
+        return self._state.stream_version
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> StreamPart:
+        return await self._parts.__anext__()
+
+    async def aclose(self) -> None:
+        await self._parts.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class TriggerClient:
+    """An async client for the parts of the Trigger.dev API that ``trigger_django`` needs.
+
+    ``secret_key`` (``tr_dev_…``/``tr_prod_…``) authenticates and lets the client sign public
+    tokens locally; ``access_token`` (a public JWT or run token) authenticates only, and is
+    preferred for requests when both are given. Pass ``http_client`` to share an
+    ``httpx.AsyncClient`` (it is then never closed here), or ``transport`` to build one on it. The
+    client owns one connection pool; every open stream holds one connection for its whole life,
+    so size ``max_connections`` for the number of concurrent streams.
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        secret_key: str | None = None,
+        access_token: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 1000,
+        max_keepalive_connections: int = 100,
+        preview_branch: str | None = None,
+        header_timeout: float = HEADER_TIMEOUT,
+        max_request_attempts: int = 3,
+        retry_sleep: Sleep = asyncio.sleep,
+        retry_random: Callable[[], float] = random.random,
+    ) -> None:
+        if not base_url:
+            raise ValueError(
+                "base_url must be the Trigger.dev API URL, e.g. https://api.trigger.dev"
+            )
+        if http_client is not None and transport is not None:
+            raise ValueError("Pass either http_client or transport, not both")
+        if max_request_attempts < 1:
+            raise ValueError("max_request_attempts must be at least 1")
+        self.base_url = base_url.rstrip("/")
+        self._secret_key = secret_key
+        self._token = access_token or secret_key
+        self._preview_branch = preview_branch
+        self._header_timeout = header_timeout
+        self._max_request_attempts = max_request_attempts
+        self._sleep = retry_sleep
+        self._random = retry_random
+        self._owns_client = http_client is None
+        if http_client is None:
+            http_client = httpx.AsyncClient(
+                transport=transport,
+                limits=httpx.Limits(
+                    max_connections=max_connections,
+                    max_keepalive_connections=max_keepalive_connections,
+                ),
+                timeout=httpx.Timeout(REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT),
+                follow_redirects=True,
+            )
+        self.http_client = http_client
+        # Streams never time out on reads (the server pings or ends them); the wait for response
+        # headers is bounded separately, and so is the wait for a pooled connection.
+        self._stream_timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT, write=REQUEST_TIMEOUT)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool, if this client created it."""
+        if self._owns_client:
+            await self.http_client.aclose()
+
+    def __repr__(self) -> str:  # never shows the key or token
+        return f"<TriggerClient {self.base_url}>"
+
+    # -- headers -------------------------------------------------------------------------------
+
+    def _headers(self, token: str | None) -> dict[str, str]:
+        """The SDK's ``#getHeaders`` set (outside a task, not in a browser)."""
+        if not token:
+            raise AuthenticationError(
+                401, "No API credential: pass secret_key or access_token to TriggerClient"
+            )
+        headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {token}",
+            "trigger-version": SDK_VERSION,
+            "x-trigger-source": "sdk",
+            "x-trigger-api-version": API_VERSION,
+            "x-trigger-realtime-streams-version": "v2",
+        }
+        if self._preview_branch:
+            headers["x-trigger-branch"] = self._preview_branch
+        return headers
+
+    # -- output streams ------------------------------------------------------------------------
+
+    def read_stream(
+        self,
+        run_id: str,
+        key: str = "default",
+        *,
+        last_event_id: str | None = None,
+        start_index: int | None = None,
+        from_latest: bool = False,
+        timeout_seconds: float | None = None,
+        stall_timeout: float | None = None,
+        refresh_token: RefreshToken | None = None,
+    ) -> StreamSubscription:
+        """Read a run's output stream, resuming after drops, as the SDK's ``fetchStream`` does.
+
+        ``last_event_id`` resumes after that cursor; otherwise ``start_index=N`` skips the first
+        N records (sent as ``Last-Event-ID: N-1``), and ``from_latest`` asks for only new
+        records. ``timeout_seconds`` is the server's idle timeout (``Timeout-Seconds``).
+        ``stall_timeout`` reconnects when nothing (not even a ping) arrives for that many
+        seconds. ``refresh_token`` is awaited once for a new token when the server answers 401
+        or 403; without it those are terminal.
+
+        The iterator ends when the server ends the response cleanly (the stream went idle); it
+        raises an :class:`APIStatusError` subclass for 400/401/403/404/409/410/422 and retries
+        everything else forever.
+        """
+        if not run_id or not key:
+            raise ValueError("run_id and key are required to read a stream")
+        if start_index is not None and start_index < 0:
+            raise ValueError(f"start_index must be 0 or more, not {start_index}")
+        if stall_timeout is not None and stall_timeout <= 0:
+            raise ValueError(
+                f"stall_timeout must be a positive number of seconds, not {stall_timeout}"
+            )
+        cursor = last_event_id or (str(start_index - 1) if start_index else None)
+        state = _StreamState(cursor, from_latest, self._token)
+        url = f"{self.base_url}/realtime/v1/streams/{run_id}/{key}"
+        parts = self._stream_parts(
+            url,
+            f"{run_id}/{key}",
+            state,
+            timeout_seconds=timeout_seconds,
+            stall_timeout=stall_timeout,
+            refresh_token=refresh_token,
+        )
+        return StreamSubscription(parts, state)
+
+    def _stream_request(
+        self, url: str, state: _StreamState, timeout_seconds: float | None
+    ) -> httpx.Request:
+        headers = self._headers(state.token)
+        headers["Accept"] = "text/event-stream"
+        headers["Cache-Control"] = "no-store"
+        if state.cursor:
+            headers["Last-Event-ID"] = state.cursor
+        elif state.from_latest:
+            headers[STREAM_START_HEADER] = "latest"
+        if timeout_seconds:
+            seconds = timeout_seconds
+            if isinstance(seconds, float) and seconds.is_integer():
+                seconds = int(seconds)
+            headers["Timeout-Seconds"] = str(seconds)
+        return self.http_client.build_request(
+            "GET", url, headers=headers, timeout=self._stream_timeout
+        )
+
+    async def _stream_parts(
+        self,
+        url: str,
+        name: str,
+        state: _StreamState,
+        *,
+        timeout_seconds: float | None,
+        stall_timeout: float | None,
+        refresh_token: RefreshToken | None,
+    ) -> AsyncGenerator[StreamPart, None]:
+        auth_refreshed = False
+        context = f"Could not subscribe to stream {name}"
+        cause: str
+        while True:
+            request = self._stream_request(url, state, timeout_seconds)
+            try:
+                try:
+                    async with asyncio.timeout(self._header_timeout):
+                        response = await self.http_client.send(request, stream=True)
+                except TimeoutError:
+                    raise _RetryableFailure(
+                        f"no response headers within {self._header_timeout:g} s"
+                    ) from None
+                try:
+                    if not response.is_success:
+                        await self._raise_stream_status(
+                            response, context, refresh_token, auth_refreshed
+                        )
+                    state.stream_version = response.headers.get("x-stream-version", "v1")
+                    v2 = state.stream_version != "v1"
+                    decoder = SSEDecoder()
+                    async with aclosing(_body_chunks(response, stall_timeout)) as chunks:
+                        async for chunk in chunks:
+                            for event in decoder.feed(chunk):
+                                for part in (
+                                    self._v2_parts(event, state) if v2 else _v1_parts(event, state)
+                                ):
+                                    state.failures = 0
+                                    auth_refreshed = False
+                                    yield part
+                    logger.debug("Stream %s ended (the server closed it cleanly)", name)
+                    return
+                finally:
+                    await response.aclose()
+            except _AuthRefreshNeeded as refresh:
+                auth_refreshed = True
+                assert refresh_token is not None
+                logger.info("Stream %s: %s; refreshing the access token", name, refresh.error)
+                try:
+                    state.token = await refresh_token()
+                except Exception as exc:
+                    logger.warning("Stream %s: access token refresh failed: %r", name, exc)
+                    raise refresh.error from exc
+                cause = f"{refresh.error.status} (token refreshed)"
+            except _RetryableFailure as exc:
+                cause = str(exc)
+            except httpx.TransportError as exc:
+                cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            state.failures += 1
+            delay = retry_delay(state.failures, self._random())
+            logger.info(
+                "Stream %s: %s; reconnecting in %.3f s (attempt %d, Last-Event-ID %s)",
+                name,
+                cause,
+                delay,
+                state.failures,
+                state.cursor,
+            )
+            await self._sleep(delay)
+
+    async def _raise_stream_status(
+        self,
+        response: httpx.Response,
+        context: str,
+        refresh_token: RefreshToken | None,
+        auth_refreshed: bool,
+    ) -> None:
+        status = response.status_code
+        message = await _error_message(response)
+        if status in TERMINAL_STREAM_STATUSES:
+            error = error_for_status(status, message, context=context)
+            logger.warning("%s", error)
+            raise error
+        if status in (401, 403):
+            error = error_for_status(status, message, context=context)
+            if refresh_token is not None and not auth_refreshed:
+                raise _AuthRefreshNeeded(error)
+            logger.warning("%s", error)
+            raise error
+        raise _RetryableFailure(f"status {status}" + (f" ({message})" if message else ""))
+
+    def _v2_parts(self, event: ServerSentEvent, state: _StreamState) -> list[StreamPart]:
+        if event.event != "batch":
+            if event.event == "error":
+                raise _RetryableFailure(f"Stream read failed: {event.data}")
+            return []  # ping, [DONE]
+        batch = _safe_parse_json(event.data)
+        records = batch.get("records") if isinstance(batch, dict) else None
+        if not isinstance(records, list):
+            # The SSE id is "<last seq_num in batch>,<count>,<bytes>": resume after the batch.
+            match = _SEQ_PREFIX.match(event.id or "")
+            if match:
+                state.cursor = match.group(1)
+            logger.warning("Skipped a malformed stream batch (cursor now %s)", state.cursor)
+            return []
+        parts: list[StreamPart] = []
+        seen = state.seen_ids
+        for record in records:
+            if not isinstance(record, dict):
+                continue
+            seq_num = record.get("seq_num")
+            if not isinstance(seq_num, int) or isinstance(seq_num, bool):
+                logger.warning("Skipped a stream record without a seq_num")
+                continue
+            part_id = str(seq_num)
+            # The cursor moves past every record, shown or not, so a resume lands after it.
+            state.cursor = part_id
+            headers = record.get("headers")
+            if headers and isinstance(headers, list) and headers[0] and headers[0][0] == "":
+                continue  # an S2 command record (trim, fence): not application data
+            body = record.get("body")
+            envelope = _safe_parse_json(body) if isinstance(body, str) else None
+            record_id: Any = None
+            chunk: Any = None
+            if isinstance(envelope, dict):
+                record_id = envelope.get("id")
+                chunk = envelope.get("data")
+                if record_id and isinstance(record_id, str | int | float):
+                    if record_id in seen:
+                        continue
+                    seen.add(record_id)
+                    order = state.seen_order
+                    order.append(record_id)
+                    if len(order) > SEEN_IDS_CAP:
+                        seen.discard(order.popleft())
+            timestamp = record.get("timestamp")
+            parts.append(
+                StreamPart(
+                    part_id,
+                    chunk,
+                    timestamp if isinstance(timestamp, int) else int(time.time() * 1000),
+                    None if record_id is None else str(record_id),
+                    _record_headers(headers),
+                )
+            )
+        return parts
+
+    # -- input streams -------------------------------------------------------------------------
+
+    async def send_input(self, run_id: str, stream_id: str, data: Any) -> Any:
+        """Send ``data`` to a run's input stream (``streams.input(...).send`` / the hook's send).
+
+        Returns the server's JSON answer (``{"ok": true}``). Raises :class:`NotFoundError` for an
+        unknown run, :class:`RunCompletedError` when the run has finished,
+        :class:`BadRequestError`, :class:`PayloadTooLargeError`,
+        :class:`UnprocessableEntityError`, :class:`AuthenticationError` or
+        :class:`PermissionDeniedError`.
+        """
+        if not run_id or not stream_id:
+            raise ValueError("run_id and stream_id are required to send input")
+        try:
+            body = _dumps({"data": data})
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"Input stream data must be JSON-serialisable: {exc}") from exc
+        response = await self._request(
+            "POST",
+            f"/realtime/v1/streams/{run_id}/input/{stream_id}",
+            body,
+            context=f"Could not send to input stream {run_id}/{stream_id}",
+        )
+        return _json_or_none(response)
+
+    # -- triggering ----------------------------------------------------------------------------
+
+    async def trigger(
+        self,
+        task_id: str,
+        payload: Any = None,
+        *,
+        idempotency_key: str | None = None,
+        tags: str | list[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        delay: str | None = None,
+        ttl: str | int | None = None,
+        stream_version: str = "v2",
+        **options: Any,
+    ) -> RunHandle:
+        """Trigger ``task_id`` with a JSON ``payload`` and return the run and its read token.
+
+        Further trigger options may be passed as keyword arguments, in snake_case or camelCase
+        (``max_attempts=3``, ``queue={"name": "q"}``, ``concurrency_key="k"``).
+        """
+        if not task_id:
+            raise ValueError("task_id is required to trigger a task")
+        trigger_options: dict[str, Any] = {"payloadType": "application/json"}
+        for name, value in {
+            "idempotencyKey": idempotency_key,
+            "tags": tags,
+            "metadata": metadata,
+            "delay": delay,
+            "ttl": ttl,
+            **{_camel(name): value for name, value in options.items()},
+        }.items():
+            if value is not None:
+                trigger_options[name] = value
+        try:
+            body = _dumps({"payload": payload, "options": trigger_options})
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"Task payload and options must be JSON-serialisable: {exc}") from exc
+        response = await self._request(
+            "POST",
+            f"/api/v1/tasks/{quote(task_id, safe=_URI_COMPONENT_SAFE)}/trigger",
+            body,
+            context=f"Could not trigger task {task_id}",
+            extra_headers={"x-trigger-realtime-streams-version": stream_version},
+        )
+        result = _json_or_none(response)
+        if not isinstance(result, dict) or not isinstance(result.get("id"), str):
+            raise TriggerError(
+                f"Unexpected trigger response for task {task_id}: {response.text[:200]!r}"
+            )
+        run_id: str = result["id"]
+        token = response.headers.get("x-trigger-jwt")
+        if token is None:
+            token = self._self_signed_run_token(
+                run_id, response.headers.get("x-trigger-jwt-claims")
+            )
+        return RunHandle(run_id, token, bool(result.get("isCached", False)))
+
+    def _self_signed_run_token(self, run_id: str, claims_header: str | None) -> str:
+        # What the SDK does when the server sends no x-trigger-jwt: sign the claims it sent.
+        if not self._secret_key:
+            raise TriggerError(
+                "The trigger response carried no x-trigger-jwt token, and without a secret_key "
+                "the client cannot sign one"
+            )
+        claims = json.loads(claims_header) if claims_header else {}
+        if not isinstance(claims, dict):
+            raise TriggerError("x-trigger-jwt-claims is not a JSON object")
+        sub = claims.pop("sub", None)
+        claims.pop("pub", None)
+        claims.pop("scopes", None)
+        return sign_public_token(
+            self._secret_key,
+            sub=str(sub) if sub is not None else "",
+            scopes=[f"read:runs:{run_id}"],
+            expiration="1h",
+            extra_claims=claims,
+        )
+
+    # -- tokens --------------------------------------------------------------------------------
+
+    async def create_public_token(
+        self,
+        scopes: Scopes,
+        expiration: Expiration = "15m",
+        *,
+        realtime: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Mint a public access token as ``auth.createPublicToken`` does with a secret key.
+
+        Fetches the environment claims (``POST /api/v1/auth/jwt/claims``), then signs locally.
+        ``scopes`` is the SDK's nested form or a list of scope strings.
+        """
+        flat = flatten_scopes(scopes)  # validate before any request
+        if not self._secret_key:
+            raise TriggerError("create_public_token needs the secret_key to sign the token")
+        response = await self._request(
+            "POST", "/api/v1/auth/jwt/claims", None, context="Could not fetch the token claims"
+        )
+        claims = _json_or_none(response)
+        if not isinstance(claims, dict) or not isinstance(claims.get("sub"), str):
+            raise TriggerError("Unexpected answer from /api/v1/auth/jwt/claims (no 'sub')")
+        sub = claims.pop("sub")
+        claims.pop("pub", None)
+        return sign_public_token(
+            self._secret_key,
+            sub=sub,
+            scopes=flat,
+            expiration=expiration,
+            realtime=realtime,
+            extra_claims=claims,
+        )
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        *,
+        context: str,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        """A JSON call with the SDK's retry rules (``x-should-retry``; 408/429/5xx; network)."""
+        headers = self._headers(self._token)
+        if extra_headers:
+            headers.update(extra_headers)
+        # Lets the server drop a retried request it already handled, as the SDK's zodfetch does.
+        headers["x-trigger-request-idempotency-key"] = str(uuid.uuid4())
+        url = f"{self.base_url}{path}"
+        last_failure = ""
+        last_status: int | None = None
+        for attempt in range(1, self._max_request_attempts + 1):
+            try:
+                response = await self.http_client.request(
+                    method, url, content=body, headers=headers
+                )
+            except httpx.TransportError as exc:
+                last_failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                last_status = None
+            else:
+                if response.is_success:
+                    return response
+                status = response.status_code
+                message = _message_from_body(response.content, response.headers)
+                if not _should_retry(response):
+                    raise self._status_error(status, message, context)
+                last_failure = f"status {status}" + (f" ({message})" if message else "")
+                last_status = status
+            if attempt < self._max_request_attempts:
+                delay = min(1.0 * 1.6 ** (attempt - 1), 30.0) * (1 - RETRY_JITTER * self._random())
+                logger.info(
+                    "%s: %s; retrying in %.3f s (attempt %d of %d)",
+                    context,
+                    last_failure,
+                    delay,
+                    attempt,
+                    self._max_request_attempts,
+                )
+                await self._sleep(delay)
+        logger.warning("%s: giving up after %d attempts: %s", context, attempt, last_failure)
+        raise UpstreamUnavailableError(
+            f"{context}: Trigger.dev API unavailable after {attempt} attempts ({last_failure})",
+            status=last_status,
+        )
+
+    @staticmethod
+    def _status_error(status: int, message: str, context: str) -> APIStatusError:
+        error: APIStatusError
+        if status == 400 and "completed run" in message.lower():
+            error = RunCompletedError(status, message, context=context)
+        else:
+            error = error_for_status(status, message, context=context)
+        logger.warning("%s", error)
+        return error
+
+
+_URI_COMPONENT_SAFE: Final = "!*'()"
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+def _should_retry(response: httpx.Response) -> bool:
+    header = response.headers.get("x-should-retry")
+    if header == "true":
+        return True
+    if header == "false":
+        return False
+    status = response.status_code
+    return status in (408, 429) or status >= 500
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _record_headers(headers: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(headers, list):
+        return ()
+    return tuple(
+        (str(pair[0]), str(pair[1]))
+        for pair in headers
+        if isinstance(pair, list | tuple) and len(pair) == 2
+    )
+
+
+def _v1_parts(event: ServerSentEvent, state: _StreamState) -> list[StreamPart]:
+    # v1 ignores the event name: every event with data is a part (the SDK's v1 branch).
+    if event.id:
+        state.cursor = event.id
+    return [
+        StreamPart(
+            event.id if event.id is not None else "unknown",
+            _safe_parse_json(event.data),
+            _redis_timestamp(event.id),
+        )
+    ]
+
+
+async def _body_chunks(
+    response: httpx.Response, stall_timeout: float | None
+) -> AsyncGenerator[bytes, None]:
+    """The response body as it arrives; with ``stall_timeout``, fail when it goes quiet."""
+    if stall_timeout is None:
+        async for chunk in response.aiter_bytes():
+            yield chunk
+        return
+    chunks = response.aiter_bytes().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(stall_timeout):
+                chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise _RetryableFailure(f"nothing received for {stall_timeout:g} s (stalled)") from None
+        yield chunk
+
+
+async def _error_message(response: httpx.Response) -> str:
+    body = bytearray()
+    try:
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) >= _ERROR_BODY_LIMIT:
+                break
+    except httpx.TransportError:
+        pass  # the status alone decides what happens next
+    return _message_from_body(bytes(body), response.headers)
+
+
+def _message_from_body(body: bytes, headers: httpx.Headers) -> str:
+    """The server's message: the JSON ``error`` field, else the plain-text body."""
+    text = body[:_ERROR_BODY_LIMIT].decode("utf-8", "replace").strip()
+    if not text:
+        return ""
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        error = parsed.get("error") or parsed.get("message")
+        if isinstance(error, str):
+            return error
+    return text[:500]
