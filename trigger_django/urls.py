@@ -10,4 +10,5 @@ app_name = "trigger_django"
 
 urlpatterns = [
     path("token/<str:run_id>/", views.token_view, name="token"),
+    path("runs/<str:run_id>/input/<str:stream_id>/", views.send_input_view, name="send_input"),
 ]
