@@ -18,7 +18,10 @@ from django.core import signing
 from django.utils.module_loading import import_string
 
 from trigger_django.conf import get_config
-from trigger_django.upstream import JWT_AUDIENCE, JWT_ISSUER
+
+#: Claims the SDK puts in every public token (trigger-protocol §4.1).
+JWT_ISSUER = "https://id.trigger.dev"
+JWT_AUDIENCE = "https://api.trigger.dev"
 
 __all__ = [
     "TICKET_SALT",

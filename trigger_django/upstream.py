@@ -9,18 +9,14 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from datetime import UTC, datetime
 
 import httpx
-import jwt
 
-from trigger_django.client import TriggerClient
+from trigger_django.client import TriggerClient, sign_public_token
 from trigger_django.conf import get_config
 
 __all__ = ["aclose_http_clients", "get_client", "get_http_client", "mint_public_token"]
-
-#: Claims the SDK puts in every public token (see trigger-protocol §4.1).
-JWT_ISSUER = "https://id.trigger.dev"
-JWT_AUDIENCE = "https://api.trigger.dev"
 
 _http_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
     weakref.WeakKeyDictionary()
@@ -115,18 +111,10 @@ async def mint_public_token(scopes: list[str], *, ttl: int | None = None) -> tup
     subject = await _subject(config.api_url, config.secret_key)
     now = int(time.time())
     expires_at = now + (ttl if ttl is not None else config.public_token_ttl)
-    token = jwt.encode(
-        {
-            "sub": subject,
-            "pub": True,
-            "scopes": scopes,
-            "iss": JWT_ISSUER,
-            "aud": JWT_AUDIENCE,
-            "iat": now,
-            "exp": expires_at,
-        },
+    token = sign_public_token(
         config.secret_key,
-        algorithm="HS256",
-        headers={"typ": None},
+        sub=subject,
+        scopes=scopes,
+        expiration=datetime.fromtimestamp(expires_at, tz=UTC),
     )
     return token, expires_at

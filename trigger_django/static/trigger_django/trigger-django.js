@@ -1,0 +1,358 @@
+/*
+ * trigger_django stream viewer: live Trigger.dev output streams in server-rendered pages.
+ *
+ * Plain JS, no build step, no globals. Configured only by data-* attributes: the WebSocket path
+ * on this <script> (data-ws-path), everything else on each [data-trigger-stream] element, which
+ * {% stream_viewer %} renders. One WebSocket per page carries every viewer. The message schema
+ * and the close codes are documented in docs/stream-viewer.md.
+ */
+(function () {
+  "use strict";
+
+  var script = document.currentScript;
+  var WS_PATH = (script && script.dataset.wsPath) || "/trigger/ws/";
+  var SELECTOR = "[data-trigger-stream]";
+  // Close codes worth retrying: the server or the network went away, not a refusal.
+  var RETRYABLE_CLOSE_CODES = [1001, 1005, 1006, 1011, 1012, 1013, 1014];
+  var CLOSE_MESSAGES = {
+    4400: "The live connection was refused because of a malformed message (4400). Reload the page.",
+    4401: "You are not logged in, or this page is too old (4401). Log in again and reload the page.",
+    4403: "You are not allowed to view this stream (4403).",
+    4404: "This stream was not found (4404)."
+  };
+  var BACKOFF_BASE_MS = 100;
+  var BACKOFF_MAX_MS = 5000;
+
+  var viewers = new Map(); // subscription id -> viewer record
+  var viewerByElement = new WeakMap();
+  var socket = null;
+  var attempt = 0;
+  var retryTimer = null;
+  var nextSubscription = 1;
+  var flushScheduled = false;
+
+  // --- cursors -------------------------------------------------------------------------------
+  // v2 ids are S2 seq numbers ("17"), v1 ids are Redis ids ("1735689600000-3"); both can exceed
+  // 2^53, so compare digit strings by length, then lexically. A v1 entry can yield several
+  // parts with the same id: the server numbers them ("i"), so a cursor is (id, i).
+  function compareDigits(a, b) {
+    a = a.replace(/^0+(?=\d)/, "");
+    b = b.replace(/^0+(?=\d)/, "");
+    if (a.length !== b.length) { return a.length < b.length ? -1 : 1; }
+    return a === b ? 0 : (a < b ? -1 : 1);
+  }
+
+  function compareIds(a, b) {
+    var pa = String(a).split("-");
+    var pb = String(b).split("-");
+    var n = Math.max(pa.length, pb.length);
+    for (var k = 0; k < n; k++) {
+      var c = compareDigits(pa[k] || "0", pb[k] || "0");
+      if (c !== 0) { return c; }
+    }
+    return 0;
+  }
+
+  function compareCursors(a, b) {
+    var c = compareIds(a.id, b.id);
+    return c !== 0 ? c : a.i - b.i;
+  }
+
+  // --- viewers -------------------------------------------------------------------------------
+  function intData(el, name) {
+    var value = el.dataset[name];
+    if (value === undefined || value === "") { return null; }
+    var number = parseInt(value, 10);
+    return isNaN(number) ? null : number;
+  }
+
+  function child(el, attribute) {
+    return el.querySelector("[" + attribute + "]");
+  }
+
+  function emit(viewer, name, detail) {
+    viewer.el.dispatchEvent(new CustomEvent(name, { bubbles: true, detail: detail }));
+  }
+
+  function setState(viewer, state) {
+    if (viewer.state === state) { return; }
+    var previous = viewer.state;
+    viewer.state = state;
+    viewer.el.setAttribute("data-state", state);
+    viewer.el.setAttribute("aria-busy", state === "complete" || state === "error" ? "false" : "true");
+    emit(viewer, "trigger:state", { state: state, previous: previous, runId: viewer.runId, key: viewer.key });
+  }
+
+  function addViewer(el) {
+    if (viewerByElement.has(el)) { return; }
+    var viewer = {
+      id: "s" + nextSubscription++,
+      el: el,
+      ticket: el.dataset.ticket,
+      runId: el.dataset.runId,
+      key: el.dataset.key || "default",
+      timeout: intData(el, "timeout"),
+      startIndex: intData(el, "startIndex"),
+      throttleMs: intData(el, "throttleMs") || 0,
+      maxParts: intData(el, "maxParts"),
+      state: el.getAttribute("data-state") || "connecting",
+      cursor: null, // last applied {id, i}
+      pending: [], // received, not yet applied
+      terminal: null, // complete/error message, applied after the pending parts
+      kept: [], // texts of the last maxParts parts
+      partCount: 0,
+      lastFlush: 0,
+      subscribed: false,
+      done: false
+    };
+    viewerByElement.set(el, viewer);
+    viewers.set(viewer.id, viewer);
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      subscribe(viewer);
+    } else {
+      connect();
+    }
+  }
+
+  function removeViewer(viewer) {
+    viewers.delete(viewer.id);
+    if (viewer.subscribed && !viewer.done) {
+      send({ type: "unsubscribe", sub: viewer.id });
+    }
+    viewer.subscribed = false;
+    viewer.done = true;
+    closeIfIdle();
+  }
+
+  function scan(root) {
+    if (root.nodeType !== 1) { return; }
+    if (root.matches(SELECTOR)) { addViewer(root); }
+    var found = root.querySelectorAll(SELECTOR);
+    for (var k = 0; k < found.length; k++) { addViewer(found[k]); }
+  }
+
+  function activeViewers() {
+    var active = [];
+    viewers.forEach(function (viewer) { if (!viewer.done) { active.push(viewer); } });
+    return active;
+  }
+
+  // --- socket --------------------------------------------------------------------------------
+  function send(message) {
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      socket.send(JSON.stringify(message));
+    }
+  }
+
+  function subscribe(viewer) {
+    if (viewer.done) { return; }
+    // Anything received but not yet drawn is applied first, so the cursor is exact.
+    applyPending(viewer);
+    if (viewer.done) { return; }
+    viewer.subscribed = true;
+    send({
+      type: "subscribe",
+      sub: viewer.id,
+      ticket: viewer.ticket,
+      run_id: viewer.runId,
+      key: viewer.key,
+      timeout: viewer.timeout,
+      start_index: viewer.startIndex,
+      cursor: viewer.cursor ? viewer.cursor.id : null
+    });
+  }
+
+  function connect() {
+    if (socket || activeViewers().length === 0) { return; }
+    if (retryTimer) { clearTimeout(retryTimer); retryTimer = null; }
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    var ws = new WebSocket(scheme + location.host + WS_PATH);
+    socket = ws;
+    ws.onopen = function () {
+      activeViewers().forEach(subscribe);
+    };
+    ws.onmessage = function (event) {
+      var message;
+      try { message = JSON.parse(event.data); } catch (e) { return; }
+      receive(message);
+    };
+    ws.onclose = function (event) {
+      if (socket !== ws) { return; }
+      socket = null;
+      viewers.forEach(function (viewer) { viewer.subscribed = false; });
+      var active = activeViewers();
+      if (active.length === 0) { return; }
+      if (RETRYABLE_CLOSE_CODES.indexOf(event.code) !== -1) {
+        active.forEach(function (viewer) { applyPending(viewer); if (!viewer.done) { setState(viewer, "reconnecting"); } });
+        scheduleReconnect();
+      } else {
+        var text = CLOSE_MESSAGES[event.code] || ("The live connection was closed (" + event.code + ").");
+        active.forEach(function (viewer) { applyPending(viewer); fail(viewer, event.code, text); });
+      }
+    };
+  }
+
+  function scheduleReconnect() {
+    attempt += 1;
+    var base = Math.min(BACKOFF_BASE_MS * Math.pow(2, attempt - 1), BACKOFF_MAX_MS);
+    var delay = base * (1 - 0.5 * Math.random());
+    retryTimer = setTimeout(function () { retryTimer = null; connect(); }, delay);
+  }
+
+  function reconnectNow() {
+    if (!socket && activeViewers().length > 0) { attempt = 0; connect(); }
+  }
+
+  function closeIfIdle() {
+    // The browser, not the server, closes the socket once nothing is left to watch.
+    if (socket && activeViewers().length === 0) {
+      var ws = socket;
+      socket = null;
+      ws.close(1000);
+    }
+  }
+
+  function receive(message) {
+    var viewer;
+    if (message.type === "parts") {
+      (message.streams || []).forEach(function (batch) {
+        var target = viewers.get(batch.sub);
+        if (!target || target.done) { return; }
+        for (var k = 0; k < batch.parts.length; k++) { target.pending.push(batch.parts[k]); }
+      });
+      scheduleFlush();
+    } else if (message.type === "subscribed") {
+      viewer = viewers.get(message.sub);
+      attempt = 0;
+      if (viewer && !viewer.done) { setState(viewer, "live"); }
+    } else if (message.type === "complete" || message.type === "error") {
+      viewer = viewers.get(message.sub);
+      if (viewer && !viewer.done) { viewer.terminal = message; scheduleFlush(); }
+    }
+  }
+
+  // --- drawing -------------------------------------------------------------------------------
+  function scheduleFlush() {
+    if (flushScheduled) { return; }
+    flushScheduled = true;
+    // Hidden tabs get no animation frames; a timer keeps parts (and acks) moving.
+    if (document.hidden) { setTimeout(flush, 50); } else { requestAnimationFrame(flush); }
+  }
+
+  function flush() {
+    flushScheduled = false;
+    var now = Date.now();
+    var again = false;
+    viewers.forEach(function (viewer) {
+      if (viewer.pending.length === 0 && !viewer.terminal) { return; }
+      if (viewer.throttleMs > 16 && now - viewer.lastFlush < viewer.throttleMs && !viewer.terminal) {
+        again = true;
+        return;
+      }
+      viewer.lastFlush = now;
+      applyPending(viewer);
+    });
+    if (again) { scheduleFlush(); }
+  }
+
+  function chunkText(chunk) {
+    return typeof chunk === "string" ? chunk : JSON.stringify(chunk) + "\n";
+  }
+
+  function applyPending(viewer) {
+    var batch = viewer.pending;
+    viewer.pending = [];
+    var applied = [];
+    var lastReceived = null;
+    for (var k = 0; k < batch.length; k++) {
+      var part = batch[k];
+      var cursor = { id: String(part.id), i: part.i || 0 };
+      lastReceived = cursor.id;
+      // Re-delivered parts (after a reconnect) are at or below the cursor: skip them.
+      if (viewer.cursor && compareCursors(cursor, viewer.cursor) <= 0) { continue; }
+      viewer.cursor = cursor;
+      applied.push({ id: cursor.id, chunk: part.chunk, timestamp: part.timestamp });
+    }
+    if (applied.length > 0) { draw(viewer, applied); }
+    if (lastReceived !== null && viewer.subscribed) {
+      send({ type: "ack", sub: viewer.id, cursor: lastReceived });
+    }
+    if (viewer.terminal) {
+      var terminal = viewer.terminal;
+      viewer.terminal = null;
+      if (terminal.type === "complete") { complete(viewer); } else { fail(viewer, terminal.status, terminal.message); }
+    }
+  }
+
+  function draw(viewer, applied) {
+    var el = viewer.el;
+    var output = child(el, "data-trigger-output") || el;
+    var status = child(el, "data-trigger-status");
+    var text = "";
+    for (var k = 0; k < applied.length; k++) {
+      var piece = chunkText(applied[k].chunk);
+      emit(viewer, "trigger:data", { chunk: applied[k].chunk, part: applied[k], runId: viewer.runId, key: viewer.key });
+      if (viewer.maxParts) {
+        viewer.kept.push(piece);
+        if (viewer.kept.length > viewer.maxParts) { viewer.kept.shift(); }
+      } else {
+        text += piece;
+      }
+    }
+    viewer.partCount += applied.length;
+    // Text only, never HTML: a stream is untrusted content.
+    if (viewer.maxParts) {
+      output.textContent = viewer.kept.join("");
+    } else {
+      output.appendChild(document.createTextNode(text));
+    }
+    if (status) { status.hidden = true; }
+    emit(viewer, "trigger:parts", { parts: applied, runId: viewer.runId, key: viewer.key });
+  }
+
+  function complete(viewer) {
+    viewer.done = true;
+    var status = child(viewer.el, "data-trigger-status");
+    if (status && viewer.partCount === 0) { status.textContent = "The stream ended without output."; status.hidden = false; }
+    setState(viewer, "complete");
+    emit(viewer, "trigger:complete", { runId: viewer.runId, key: viewer.key, cursor: viewer.cursor && viewer.cursor.id });
+    closeIfIdle();
+  }
+
+  function fail(viewer, status, message) {
+    viewer.done = true;
+    var statusEl = child(viewer.el, "data-trigger-status");
+    if (statusEl) { statusEl.hidden = true; }
+    var errorEl = child(viewer.el, "data-trigger-error");
+    if (errorEl) { errorEl.textContent = message; errorEl.hidden = false; }
+    setState(viewer, "error");
+    emit(viewer, "trigger:error", { status: status, message: message, runId: viewer.runId, key: viewer.key });
+    closeIfIdle();
+  }
+
+  // --- wiring --------------------------------------------------------------------------------
+  function start() {
+    scan(document.documentElement);
+    new MutationObserver(function (mutations) {
+      var removed = false;
+      for (var k = 0; k < mutations.length; k++) {
+        var added = mutations[k].addedNodes;
+        for (var n = 0; n < added.length; n++) { scan(added[n]); }
+        if (mutations[k].removedNodes.length) { removed = true; }
+      }
+      if (removed) {
+        viewers.forEach(function (viewer) { if (!viewer.el.isConnected) { removeViewer(viewer); } });
+      }
+    }).observe(document.documentElement, { childList: true, subtree: true });
+    window.addEventListener("online", reconnectNow);
+    document.addEventListener("visibilitychange", function () {
+      if (document.visibilityState === "visible") { reconnectNow(); }
+    });
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();
