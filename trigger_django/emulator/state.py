@@ -1,0 +1,421 @@
+"""In-memory state of the emulator: runs, their streams, injected faults and the request log.
+
+Everything lives in one process and one event loop. Readers wait on futures that the writers
+resolve, so a part is delivered as soon as it is stored (no polling).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+StreamVersion = Literal["v1", "v2"]
+FaultKind = Literal["drop", "status", "stall", "malformed"]
+
+FAULT_KINDS: tuple[str, ...] = ("drop", "status", "stall", "malformed")
+MALFORMED_VARIANTS: tuple[str, ...] = ("all", "garbage", "invalid_json", "non_json_body")
+FINISHED_STATUSES = frozenset(
+    {"COMPLETED_SUCCESSFULLY", "COMPLETED_WITH_ERRORS", "CANCELED", "SYSTEM_FAILURE", "CRASHED"}
+)
+INPUT_STREAM_PREFIX = "$trigger.input:"
+
+_NANOID_ALPHABET = "useandom-26T198340PX75pxJACKVERYMINDBUSHWOLF_GQZbfghjklqvwyzrict"
+
+
+def js_json(value: Any) -> str:
+    """``JSON.stringify`` as Node writes it: compact separators, non-ASCII kept as is."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def nanoid(size: int = 7) -> str:
+    return "".join(secrets.choice(_NANOID_ALPHABET) for _ in range(size))
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class EmulatorConfig:
+    secret_key: str
+    stream_version: StreamVersion = "v1"
+    idle_timeout: float = 60.0
+    ping_interval: float = 10.0
+    tokens_per_second: float = 40.0
+    env_id: str = "env_emulator_dev"
+
+
+@dataclass(slots=True)
+class Record:
+    """One stored stream entry.
+
+    For a v1 run ``text`` is the raw text of one Redis-like entry (NDJSON, possibly several or
+    partial lines); for a v2 run it is the S2 record body, the envelope ``{"data":…,"id":…}``.
+    """
+
+    seq: int
+    timestamp: int
+    entry_key: tuple[int, int]
+    text: str
+    client_id: str = ""
+    chunk_index: int = 0
+    _v2_fragment: str | None = None
+
+    @property
+    def entry_id(self) -> str:
+        return f"{self.entry_key[0]}-{self.entry_key[1]}"
+
+    def v2_fragment(self) -> str:
+        # Cached: a 10,000-part stream read by several readers serialises each record once.
+        if self._v2_fragment is None:
+            self._v2_fragment = (
+                f'{{"seq_num":{self.seq},"timestamp":{self.timestamp},"body":'
+                f"{json.dumps(self.text, ensure_ascii=False)}}}"
+            )
+        return self._v2_fragment
+
+
+class Stream:
+    """An append-only list of records with wake-ups for waiting readers."""
+
+    def __init__(self, run_id: str, name: str, version: StreamVersion) -> None:
+        self.run_id = run_id
+        self.name = name
+        self.version = version
+        self.records: list[Record] = []
+        self.last_chunk_index: dict[str, int] = {}
+        self._waiters: set[asyncio.Future[None]] = set()
+        self._last_key: tuple[int, int] = (0, 0)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _next_entry_key(self, ms: int) -> tuple[int, int]:
+        last_ms, last_n = self._last_key
+        key = (last_ms, last_n + 1) if ms <= last_ms else (ms, 0)
+        self._last_key = key
+        return key
+
+    def append_text(self, text: str, *, client_id: str = "", chunk_index: int = 0) -> Record:
+        """Store ``text`` verbatim as one entry (v1 raw NDJSON or a v2 record body)."""
+        ms = now_ms()
+        record = Record(
+            seq=len(self.records),
+            timestamp=ms,
+            entry_key=self._next_entry_key(ms),
+            text=text,
+            client_id=client_id,
+            chunk_index=chunk_index,
+        )
+        self.records.append(record)
+        if client_id:
+            self.last_chunk_index[client_id] = chunk_index
+        self._notify()
+        return record
+
+    def append_part(self, part: Any, part_id: str | None = None) -> Record:
+        """Store one part the way the run's backend would (§2.7d)."""
+        if self.version == "v1":
+            return self.append_text(js_json(part) + "\n")
+        return self.append_text(js_json({"data": part, "id": part_id or nanoid()}))
+
+    def append_json_line(self, line: str, *, client_id: str = "", chunk_index: int = 0) -> Record:
+        """Store one NDJSON line written by the v1 ingest as a v2 record."""
+        stripped = line.strip()
+        try:
+            json.loads(stripped)
+        except ValueError:
+            data_text = js_json(line)
+        else:
+            data_text = stripped
+        body = '{"data":' + data_text + ',"id":"' + nanoid() + '"}'
+        return self.append_text(body, client_id=client_id, chunk_index=chunk_index)
+
+    def record_chunk(self, client_id: str, chunk_index: int) -> None:
+        self.last_chunk_index[client_id] = chunk_index
+
+    def v1_start(self, last_event_id: str | None) -> int:
+        """Index of the first entry strictly after a Redis stream id (``"2"`` means ``2-0``)."""
+        if not last_event_id:
+            return 0
+        key = parse_redis_id(last_event_id)
+        return bisect_right(self.records, key, key=lambda record: record.entry_key)
+
+    def part_count(self) -> int:
+        if self.version == "v2":
+            return len(self.records)
+        joined = "".join(record.text for record in self.records)
+        return sum(1 for line in joined.split("\n") if line.strip())
+
+    def changed(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(future)
+        future.add_done_callback(self._waiters.discard)
+        return future
+
+    def _notify(self) -> None:
+        for waiter in list(self._waiters):
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+def parse_redis_id(value: str) -> tuple[int, int]:
+    """Read a Redis stream id; a bare number ``n`` is ``n-0``, garbage is ``0-0``."""
+    ms_text, _, seq_text = value.strip().partition("-")
+    try:
+        ms = int(ms_text)
+    except ValueError:
+        return (0, 0)
+    try:
+        seq = int(seq_text) if seq_text else 0
+    except ValueError:
+        seq = 0
+    return (ms, seq)
+
+
+def parse_v2_last_event_id(value: str | None) -> int:
+    """S2 start ``seq_num``: the digits before any ``-``, plus one; ``0`` when absent."""
+    if not value:
+        return 0
+    head = value.split("-", 1)[0].strip()
+    digits = ""
+    for char in head:
+        if not char.isdigit():
+            break
+        digits += char
+    return int(digits) + 1 if digits else 0
+
+
+@dataclass(slots=True)
+class InputReceived:
+    stream_id: str
+    data: Any
+    record_id: str
+    timestamp: int
+
+
+@dataclass
+class Run:
+    id: str
+    task_identifier: str
+    payload: Any
+    payload_type: str
+    raw_payload: Any
+    stream_version: StreamVersion
+    tags: list[str] = field(default_factory=list)
+    idempotency_key: str | None = None
+    status: str = "EXECUTING"
+    realtime_streams: list[str] = field(default_factory=list)
+    streams: dict[str, Stream] = field(default_factory=dict)
+    inputs: list[InputReceived] = field(default_factory=list)
+    input_cursors: dict[str, int] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    output: Any = None
+    error: Any = None
+    created_at: int = field(default_factory=now_ms)
+    completed_at: int | None = None
+    task: asyncio.Task[None] | None = None
+    status_changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    def stream(self, name: str) -> Stream:
+        """The stream called ``name``, created on first use (S2's create-on-read)."""
+        existing = self.streams.get(name)
+        if existing is None:
+            existing = self.streams[name] = Stream(self.id, name, self.stream_version)
+        return existing
+
+    def add_realtime_stream(self, key: str) -> None:
+        if key not in self.realtime_streams:
+            self.realtime_streams.append(key)
+
+    def finish(self, status: str, *, output: Any = None, error: Any = None) -> bool:
+        """Mark the run finished; returns ``False`` when it already was."""
+        if self.is_finished:
+            return False
+        self.status = status
+        self.output = output
+        self.error = error
+        self.completed_at = now_ms()
+        self.status_changed.set()
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "taskIdentifier": self.task_identifier,
+            "payload": self.payload,
+            "payloadType": self.payload_type,
+            "streamVersion": self.stream_version,
+            "tags": self.tags,
+            "idempotencyKey": self.idempotency_key,
+            "realtimeStreams": list(self.realtime_streams),
+            "streams": {
+                name: stream.part_count()
+                for name, stream in self.streams.items()
+                if not name.startswith(INPUT_STREAM_PREFIX)
+            },
+            "inputStreams": {
+                name.removeprefix(INPUT_STREAM_PREFIX): len(stream)
+                for name, stream in self.streams.items()
+                if name.startswith(INPUT_STREAM_PREFIX)
+            },
+            "inputs": [
+                {"streamId": item.stream_id, "data": item.data, "id": item.record_id}
+                for item in self.inputs
+            ],
+            "metadata": self.metadata,
+            "output": self.output,
+            "error": self.error,
+            "createdAt": self.created_at,
+            "completedAt": self.completed_at,
+        }
+
+
+@dataclass(slots=True)
+class Fault:
+    kind: FaultKind
+    times: int = 1
+    after: int = 0
+    status: int = 503
+    seconds: float = 5.0
+    variant: str = "all"
+    body: Any = None
+
+
+@dataclass(slots=True)
+class LoggedRequest:
+    index: int
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    auth: str
+    jwt_scopes: list[str] | None
+    status: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "headers": self.headers,
+            "auth": self.auth,
+            "jwt_scopes": self.jwt_scopes,
+            "status": self.status,
+        }
+
+
+class EmulatorState:
+    """All mutable state of one emulator; also its Python control API."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.runs: dict[str, Run] = {}
+        self.idempotency: dict[tuple[str, str], str] = {}
+        self.used_one_time_tokens: set[str] = set()
+        self.faults: dict[tuple[str, str], list[Fault]] = {}
+        self.requests: list[LoggedRequest] = []
+        self._request_index = 0
+        self.closing = asyncio.Event()
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def new_run_id(self) -> str:
+        while True:
+            run_id = "run_" + "".join(
+                secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(25)
+            )
+            if run_id not in self.runs:
+                return run_id
+
+    def complete_run(self, run_id: str, output: Any = None) -> Run:
+        run = self.runs[run_id]
+        run.finish("COMPLETED_SUCCESSFULLY", output=output)
+        if run.task is not None and not run.task.done():
+            run.task.cancel()
+        return run
+
+    # -- faults -----------------------------------------------------------------------------
+
+    def inject_fault(
+        self,
+        run_id: str,
+        key: str,
+        kind: str,
+        *,
+        times: int = 1,
+        after: int = 0,
+        status: int = 503,
+        seconds: float = 5.0,
+        variant: str = "all",
+        body: Any = None,
+    ) -> Fault:
+        """Make the next ``times`` reads of stream ``key`` of ``run_id`` misbehave.
+
+        ``key`` is the stream name as stored: an output key, or ``$trigger.input:<id>``.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"Unknown fault kind {kind!r}; expected one of {FAULT_KINDS}.")
+        if times < 1:
+            raise ValueError("times must be at least 1.")
+        if after < 0:
+            raise ValueError("after must be 0 or more.")
+        if kind == "status" and not (status == 429 or 500 <= status <= 599):
+            raise ValueError(f"status must be 429 or 5xx, got {status}.")
+        if seconds < 0:
+            raise ValueError("seconds must be 0 or more.")
+        if variant not in MALFORMED_VARIANTS:
+            raise ValueError(
+                f"Unknown malformed variant {variant!r}; expected {MALFORMED_VARIANTS}."
+            )
+        fault = Fault(
+            kind=kind,  # type: ignore[arg-type]
+            times=times,
+            after=after,
+            status=status,
+            seconds=seconds,
+            variant=variant,
+            body=body,
+        )
+        self.faults.setdefault((run_id, key), []).append(fault)
+        return fault
+
+    def take_fault(self, run_id: str, key: str) -> Fault | None:
+        pending = self.faults.get((run_id, key))
+        if not pending:
+            return None
+        fault = pending[0]
+        fault.times -= 1
+        if fault.times <= 0:
+            pending.pop(0)
+        return fault
+
+    # -- request log ------------------------------------------------------------------------
+
+    def log_request(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        auth: str,
+        jwt_scopes: list[str] | None,
+    ) -> LoggedRequest:
+        self._request_index += 1
+        entry = LoggedRequest(self._request_index, method, path, query, headers, auth, jwt_scopes)
+        self.requests.append(entry)
+        return entry
+
+    def clear_requests(self) -> None:
+        self.requests.clear()
