@@ -308,7 +308,6 @@ def render_approval_form(
         "run_id": run_id,
         "stream_id": stream_id,
         "form": form,
-        "has_fields": bool(form.fields),
         "buttons": submit_buttons(form_class),
         "next": safe_next_url(request, next_url) or safe_next_url(request, here) or "",
         "next_field": NEXT_FIELD,

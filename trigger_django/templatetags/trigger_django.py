@@ -15,6 +15,7 @@ from django.urls import get_script_prefix
 from django.utils.safestring import SafeString, mark_safe
 
 from trigger_django.conf import get_config
+from trigger_django.forms import render_approval_form
 from trigger_django.tickets import (
     is_run_read_token,
     make_ticket,
@@ -175,3 +176,25 @@ def render_stream_viewer(
         "element_id": element_id,
     }
     return mark_safe(render_to_string(template_name, viewer_context).strip())
+
+
+@register.simple_tag(takes_context=True)
+def approval_form(
+    context: Context, run_id: Any, stream: Any, *, next: str | None = None
+) -> SafeString:
+    """A form that sends input to a run's input stream (``useInputStreamSend``).
+
+    ``{% approval_form run.id "approval" %}`` renders the default approve / reject form;
+    ``{% approval_form run.id refund_input %}`` takes an input stream object whose ``form`` is a
+    Django form class. Posts to ``trigger_django:send_input``; see docs/input-streams.md.
+    """
+    try:
+        return render_approval_form(
+            context.get("request"),
+            run_id,
+            stream,
+            next_url=next,
+            csrf_token=context.get("csrf_token"),
+        )
+    except (TypeError, ValueError) as exc:
+        raise template.TemplateSyntaxError(f"approval_form: {exc}") from None
