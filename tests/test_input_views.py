@@ -1,0 +1,381 @@
+"""The send view behind ``{% approval_form %}``, against a real emulator process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import httpx
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.messages import get_messages
+from django.core.asgi import get_asgi_application
+from django.test import AsyncClient
+from django.urls import reverse
+
+from trigger_django.forms import make_idempotency_key
+from trigger_django.signals import input_sent
+from trigger_django.upstream import aclose_http_clients
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PASSWORD = "pw-for-tests"
+RUN_PAGE = "/runs/run_page/"
+
+
+def deny_writes(user, run_id, action):
+    return action != "write"
+
+
+async def deny_writes_async(user, run_id, action):
+    return action != "write"
+
+
+@pytest.fixture(autouse=True)
+async def _close_upstream_pool():
+    yield
+    await aclose_http_clients()
+
+
+@pytest.fixture
+async def alice():
+    return await get_user_model().objects.acreate_user(username="alice", password=PASSWORD)
+
+
+@pytest.fixture
+async def client(alice):
+    client = AsyncClient()
+    await client.aforce_login(alice)
+    return client
+
+
+@pytest.fixture
+def emu(emulator, trigger_settings):
+    emulator.clear_requests()
+    return emulator
+
+
+async def start_run(emulator) -> str:
+    """A ``demo-ai-writer`` run: it streams an answer, then waits for ``approval``."""
+    run_id, _ = await asyncio.to_thread(
+        emulator.trigger, "demo-ai-writer", {"prompt": "tests", "tokens_per_second": 100_000}
+    )
+    return run_id
+
+
+def url(run_id: str, stream_id: str = "approval") -> str:
+    return reverse("trigger_django:send_input", args=[run_id, stream_id])
+
+
+def input_posts(emulator) -> list[dict]:
+    return [
+        entry
+        for entry in emulator.requests()
+        if entry["method"] == "POST" and "/input/" in entry["path"]
+    ]
+
+
+async def wait_finished(emulator, run_id: str) -> dict:
+    def finished():
+        run = emulator.run(run_id)
+        return run if run["status"].startswith("COMPLETED") else None
+
+    return await asyncio.to_thread(emulator.wait_for, finished, 10.0)
+
+
+async def post_json(client, target: str, body, **headers):
+    return await client.post(
+        target,
+        json.dumps(body),
+        content_type="application/json",
+        headers={"Accept": "application/json", **headers},
+    )
+
+
+# --- who may send -------------------------------------------------------------------------------
+
+
+async def test_anonymous_browser_is_sent_to_login_and_back_to_the_page(emu):
+    response = await AsyncClient().post(url("run_x"), {"approved": "true", "next": RUN_PAGE})
+    assert response.status_code == 302
+    assert response.url == f"{reverse('login')}?next={RUN_PAGE}"
+    assert input_posts(emu) == []
+
+
+async def test_anonymous_json_gets_401(emu):
+    response = await post_json(AsyncClient(), url("run_x"), {"data": {"approved": True}})
+    assert response.status_code == 401
+    assert response.json() == {"error": "Log in to send input to a run."}
+    assert input_posts(emu) == []
+
+
+async def test_missing_csrf_token_is_refused_for_forms_and_json(emu, alice):
+    run_id = await start_run(emu)
+    client = AsyncClient(enforce_csrf_checks=True)
+    await client.aforce_login(alice)
+    secret = "a" * 32
+    client.cookies["csrftoken"] = secret
+
+    form = await client.post(url(run_id), {"approved": "true"})
+    assert form.status_code == 403
+    assert b"CSRF" in form.content
+    as_json = await post_json(client, url(run_id), {"data": {"approved": True}})
+    assert as_json.status_code == 403
+    assert "CSRF" in as_json.json()["error"]
+    assert input_posts(emu) == []
+
+    # The same request with the token goes through: the 403s above were the CSRF check.
+    allowed = await post_json(
+        client, url(run_id), {"data": {"approved": True}}, **{"X-CSRFToken": secret}
+    )
+    assert allowed.status_code == 200, allowed.content
+    assert len(input_posts(emu)) == 1
+
+
+@pytest.mark.parametrize("hook", ["deny_writes", "deny_writes_async"])
+async def test_authorize_hook_saying_no_gives_403(emu, client, settings, hook):
+    settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "AUTHORIZE": f"{__name__}.{hook}"}
+    run_id = await start_run(emu)
+    response = await post_json(client, url(run_id), {"data": {"approved": True}})
+    assert response.status_code == 403
+    assert response.json()["error"] == f"You may not send input to run {run_id}."
+    assert input_posts(emu) == []
+
+
+async def test_get_is_not_allowed(client):
+    response = await client.get(url("run_x"))
+    assert response.status_code == 405
+
+
+# --- what may be sent ---------------------------------------------------------------------------
+
+
+async def test_invalid_input_gives_400_with_field_errors(emu, client):
+    run_id = await start_run(emu)
+    response = await client.post(
+        url(run_id), {"approved": "maybe"}, headers={"Accept": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "ok": False,
+        "error": "The input is not valid.",
+        "fields": {"approved": ["Choose approve or reject (send true or false, not 'maybe')."]},
+    }
+    missing = await post_json(client, url(run_id), {"data": {}})
+    assert missing.json()["fields"] == {"approved": ["Choose approve or reject."]}
+    assert input_posts(emu) == []
+
+
+async def test_invalid_input_from_a_browser_redirects_back_with_the_error(emu, client):
+    run_id = await start_run(emu)
+    response = await client.post(url(run_id), {"next": RUN_PAGE})
+    assert response.status_code == 302
+    assert response.url == RUN_PAGE
+    shown = [str(message) for message in get_messages(response.asgi_request)]
+    assert shown == ["The input is not valid. approved: Choose approve or reject."]
+    assert input_posts(emu) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("not json", "The request body is not valid JSON."),
+        ('{"approved": true}', 'Send a JSON object of the form {"data": {...}}'),
+    ],
+)
+async def test_malformed_json_is_explained(emu, client, body, message):
+    response = await client.post(
+        url("run_x"), body, content_type="application/json", headers={"Accept": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(message)
+
+
+async def test_oversize_input_gets_413_and_nothing_is_forwarded(emu, client):
+    run_id = await start_run(emu)
+    big = {"data": {"approved": True, "padding": "x" * (1024 * 1024 + 10_000)}}
+    response = await post_json(client, url(run_id), big)
+    assert response.status_code == 413
+    assert "too large" in response.json()["error"]
+    # Over DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB) as a form: still our 413, not Django's 400.
+    form = await client.post(
+        url(run_id),
+        "approved=true&padding=" + "x" * (3 * 1024 * 1024),
+        content_type="application/x-www-form-urlencoded",
+        headers={"Accept": "application/json"},
+    )
+    assert form.status_code == 413
+    assert input_posts(emu) == []
+
+
+async def test_oversize_body_without_content_length_gets_413(emu):
+    """A chunked upload declares no size: the body actually received is measured."""
+
+    async def chunks():
+        for _ in range(20):
+            yield b"x" * 65536  # 1.25 MiB in all
+
+    transport = httpx.ASGITransport(app=get_asgi_application())
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
+        response = await http.post(
+            url("run_x"),
+            content=chunks(),
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413
+    assert input_posts(emu) == []
+
+
+async def test_forwarded_payload_over_the_limit_gets_413(emu, client, settings):
+    settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "MAX_INPUT_BYTES": 40}
+    run_id = await start_run(emu)
+    response = await post_json(client, url(run_id), {"data": {"approved": True}})
+    # {"data":{"approved":true,"reviewer":"alice"}} is 44 bytes.
+    assert response.status_code == 413
+    assert input_posts(emu) == []
+
+
+# --- what happens upstream ----------------------------------------------------------------------
+
+
+async def test_completed_run_gives_400_with_a_clear_message(emu, client):
+    run_id = await start_run(emu)
+    await asyncio.to_thread(emu.complete_run, run_id)
+    response = await post_json(client, url(run_id), {"data": {"approved": True}})
+    assert response.status_code == 400
+    assert response.json()["error"] == (
+        f"Run {run_id} has already finished; it no longer accepts input."
+    )
+
+
+async def test_unknown_run_gives_404(emu, client):
+    response = await post_json(client, url("run_doesnotexist"), {"data": {"approved": True}})
+    assert response.status_code == 404
+    assert response.json()["error"] == "Run run_doesnotexist was not found on Trigger.dev."
+
+
+async def test_wrong_server_credentials_give_502_then_the_same_form_can_retry(
+    emu, client, settings
+):
+    run_id = await start_run(emu)
+    key = make_idempotency_key(run_id, "approval")
+    good = settings.TRIGGER_DJANGO
+    settings.TRIGGER_DJANGO = {**good, "SECRET_KEY": "tr_dev_wrong_key_0123456789abcdefghijklmnop"}
+    refused = await post_json(
+        client, url(run_id), {"data": {"approved": True}, "idempotency_key": key}
+    )
+    assert refused.status_code == 502
+    assert "credentials were refused" in refused.json()["error"]
+    assert "tr_dev" not in refused.content.decode()
+
+    settings.TRIGGER_DJANGO = good
+    retried = await post_json(
+        client, url(run_id), {"data": {"approved": True}, "idempotency_key": key}
+    )
+    assert retried.status_code == 200
+    assert "duplicate" not in retried.json()
+    assert len(emu.run(run_id)["inputs"]) == 1
+
+
+async def test_spoofed_reviewer_is_overwritten(emu, client):
+    run_id = await start_run(emu)
+    response = await post_json(
+        client, url(run_id), {"data": {"approved": True, "reviewer": "mallory"}}
+    )
+    assert response.status_code == 200
+    form = await client.post(
+        url(await start_run(emu)),
+        {"approved": "false", "reviewer": "mallory"},
+        headers={"Accept": "application/json"},
+    )
+    assert form.status_code == 200
+    inputs = [entry["data"] for entry in emu.run(run_id)["inputs"]]
+    assert inputs == [{"approved": True, "reviewer": "alice"}]
+    assert form.json()["data"] == {"approved": False, "reviewer": "alice"}
+
+
+async def test_double_submit_sends_once(emu, client):
+    run_id = await start_run(emu)
+    key = make_idempotency_key(run_id, "approval")
+    form = {"approved": "true", "idempotency_key": key, "next": RUN_PAGE}
+    first = await client.post(url(run_id), form, headers={"Accept": "application/json"})
+    second = await client.post(url(run_id), form, headers={"Accept": "application/json"})
+    assert first.status_code == second.status_code == 200
+    assert first.json()["message"] == second.json()["message"] == "Approved."
+    assert second.json()["duplicate"] is True
+    assert len(input_posts(emu)) == 1
+    assert len(emu.run(run_id)["inputs"]) == 1
+
+
+async def test_key_for_another_run_is_refused(emu, client):
+    run_id = await start_run(emu)
+    key = make_idempotency_key("run_other", "approval")
+    response = await client.post(
+        url(run_id),
+        {"approved": "true", "idempotency_key": key},
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 400
+    assert "another run or stream" in response.json()["error"]
+    assert input_posts(emu) == []
+
+
+async def test_approval_reaches_the_task_which_continues(emu, client, caplog):
+    run_id = await start_run(emu)
+    received = []
+
+    async def receiver(sender, **kwargs):
+        received.append(kwargs)
+
+    input_sent.connect(receiver)
+    try:
+        with caplog.at_level(logging.INFO, logger="trigger_django.input"):
+            response = await client.post(
+                url(run_id), {"approved": "true"}, headers={"Accept": "application/json"}
+            )
+    finally:
+        input_sent.disconnect(receiver)
+    assert response.status_code == 200
+    assert response.json() == {
+        "ok": True,
+        "message": "Approved.",
+        "runId": run_id,
+        "streamId": "approval",
+        "data": {"approved": True, "reviewer": "alice"},
+    }
+    run = await wait_finished(emu, run_id)
+    assert [entry["data"] for entry in run["inputs"]] == [{"approved": True, "reviewer": "alice"}]
+    assert run["output"] == {"approved": True, "reviewer": "alice"}
+    [post] = input_posts(emu)
+    assert post["jwt_scopes"] == [f"write:inputStreams:{run_id}"]
+
+    [signal] = received
+    assert signal["run_id"] == run_id
+    assert signal["stream_id"] == "approval"
+    assert signal["data"] == {"approved": True, "reviewer": "alice"}
+    assert signal["user"].get_username() == "alice"
+    [record] = [r for r in caplog.records if r.name == "trigger_django.input"]
+    assert record.getMessage() == (
+        f"alice sent input to stream 'approval' of run {run_id}: "
+        '{"approved": true, "reviewer": "alice"}'
+    )
+    assert "ey" not in record.getMessage()  # no JWT
+
+
+async def test_browser_post_redirects_back_with_a_message(emu, client):
+    run_id = await start_run(emu)
+    response = await client.post(url(run_id), {"approved": "false", "next": RUN_PAGE})
+    assert response.status_code == 302
+    assert response.url == RUN_PAGE
+    assert [str(m) for m in get_messages(response.asgi_request)] == ["Rejected."]
+    run = await wait_finished(emu, run_id)
+    assert run["inputs"][0]["data"] == {"approved": False, "reviewer": "alice"}
+
+
+async def test_next_on_another_site_is_not_followed(emu, client):
+    run_id = await start_run(emu)
+    response = await client.post(url(run_id), {"approved": "true", "next": "https://evil.example/"})
+    assert response.status_code == 302
+    assert response.url == "/"
