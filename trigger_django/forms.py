@@ -27,6 +27,7 @@ from django.core import signing
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, QueryDict
+from django.middleware.csrf import get_token
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -314,8 +315,8 @@ def render_approval_form(
         "key_field": IDEMPOTENCY_KEY_FIELD,
         "idempotency_key": make_idempotency_key(run_id, stream_id, form_path),
     }
+    if csrf_token is None and request is not None:
+        csrf_token = get_token(request)
     if csrf_token is not None:
         context["csrf_token"] = csrf_token
-    return SafeString(
-        render_to_string("trigger_django/approval_form.html", context, request=request).strip()
-    )
+    return SafeString(render_to_string("trigger_django/approval_form.html", context).strip())
