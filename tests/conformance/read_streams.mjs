@@ -1,13 +1,15 @@
 // Reads a list of streams with ApiClient.fetchStream (onPart captures ids) for the client parity
-// test. Input: {reads: [{name, runId, key, lastEventId?, startIndex?, token?}]}.
+// test. Input: {reads: [{name, apiUrl?, runId, key, lastEventId?, startIndex?, token?}]}
+// (`apiUrl` picks one of several emulators; the default is TRIGGER_API_URL).
 // startIndex is sent the way the SDK's streams.read and useRealtimeStream send it:
 // Last-Event-ID = startIndex - 1 (none for 0).
-import { clientWith, main, readStream, secretKey } from "./lib.mjs";
+import { ApiClient } from "@trigger.dev/core/v3";
+import { apiUrl as defaultApiUrl, main, readStream, secretKey } from "./lib.mjs";
 
 await main(async ({ reads, timeoutInSeconds }) => {
   const results = await Promise.all(
-    reads.map(({ runId, key, lastEventId, startIndex, token }) =>
-      readStream(clientWith(token ?? secretKey()), runId, key, {
+    reads.map(({ apiUrl, runId, key, lastEventId, startIndex, token }) =>
+      readStream(new ApiClient(apiUrl ?? defaultApiUrl(), token ?? secretKey()), runId, key, {
         timeoutInSeconds: timeoutInSeconds ?? 1,
         lastEventId: lastEventId ?? (startIndex ? String(startIndex - 1) : undefined),
       }),
