@@ -613,30 +613,29 @@ class EmulatorApp:
         run.add_realtime_stream(key)
         stream = run.stream(key)
         v2 = stream.version == "v2"
-        pending_line = ""
         decoder = _Utf8Decoder()
         try:
             async for raw in request.chunks():
                 text = decoder.decode(raw)
                 if not text:
                     continue
-                if not v2:
-                    stream.append_text(text, client_id=client_id, chunk_index=chunk_index)
-                else:
-                    pending_line += text
-                    lines = pending_line.split("\n")
-                    pending_line = lines.pop()
-                    for line in lines:
+                if v2:
+                    # Lines split across body reads (or across POSTs of one writer) are re-joined,
+                    # as the v1 reader does; each complete line becomes one record.
+                    lines = (stream.pending_lines.pop(client_id, "") + text).split("\n")
+                    if lines[-1]:
+                        stream.pending_lines[client_id] = lines[-1]
+                    for line in lines[:-1]:
                         if line.strip():
                             stream.append_json_line(
                                 line, client_id=client_id, chunk_index=chunk_index
                             )
                     stream.record_chunk(client_id, chunk_index)
+                else:
+                    stream.append_text(text, client_id=client_id, chunk_index=chunk_index)
                 chunk_index += 1
         except ConnectionResetError:
             return
-        if v2 and pending_line.strip():
-            stream.append_json_line(pending_line, client_id=client_id, chunk_index=chunk_index)
         await response.empty(200)
 
     async def _append(

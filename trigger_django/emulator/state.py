@@ -89,6 +89,8 @@ class Stream:
         self.version = version
         self.records: list[Record] = []
         self.last_chunk_index: dict[str, int] = {}
+        # v2 runs: the unfinished last line of each ingest writer, by client id.
+        self.pending_lines: dict[str, str] = {}
         self._waiters: set[asyncio.Future[None]] = set()
         self._last_key: tuple[int, int] = (0, 0)
 
