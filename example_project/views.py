@@ -1,14 +1,19 @@
-"""The example project: ask the demo AI writer a question and watch the answer stream in."""
+"""The example project: ask the demo AI writer a question and watch the answer stream in.
+
+Plain sync views: templates, sessions and messages touch the database lazily, which Django
+forbids from an async context. The upstream calls are async and run through ``async_to_sync``.
+"""
 
 from __future__ import annotations
 
+from asgiref.sync import async_to_sync
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 
-from trigger_django.client import TriggerError
+from trigger_django.client import RunHandle, TriggerError
 from trigger_django.tickets import check_authorized, validate_run_id
 from trigger_django.upstream import get_client
 
@@ -19,8 +24,12 @@ MAX_PROMPT_LENGTH = 500
 DEFAULT_STREAM_TIMEOUT = 60
 
 
+async def _trigger_demo(prompt: str) -> RunHandle:
+    return await get_client().trigger(DEMO_TASK, {"prompt": prompt})
+
+
 @login_required
-async def home(request: HttpRequest) -> HttpResponse:
+def home(request: HttpRequest) -> HttpResponse:
     """A plain form POST, so it works without JavaScript: trigger, then show the run."""
     if request.method == "POST":
         prompt = request.POST.get("prompt", "").strip()[:MAX_PROMPT_LENGTH]
@@ -28,7 +37,7 @@ async def home(request: HttpRequest) -> HttpResponse:
             messages.error(request, "Ask a question first.")
             return HttpResponseRedirect(reverse("home"))
         try:
-            handle = await get_client().trigger(DEMO_TASK, {"prompt": prompt})
+            handle = async_to_sync(_trigger_demo)(prompt)
         except TriggerError as exc:
             messages.error(request, f"Could not start the AI writer: {exc}")
             return HttpResponseRedirect(reverse("home"))
@@ -37,13 +46,12 @@ async def home(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-async def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
+def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     try:
         validate_run_id(run_id)
     except ValueError:
         raise Http404("No such run.") from None
-    user = await request.auser()
-    if not await check_authorized(user, run_id, "read"):
+    if not async_to_sync(check_authorized)(request.user, run_id, "read"):
         raise Http404("No such run.")
     try:
         timeout = min(max(int(request.GET.get("timeout", DEFAULT_STREAM_TIMEOUT)), 1), 600)

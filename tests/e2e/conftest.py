@@ -1,0 +1,173 @@
+"""Browser tests: Debian's Chromium through the async Playwright API, daphne and the emulator as
+real processes (environment.md §7)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-quic",
+]
+LISTENING = re.compile(r"Listening on TCP address 127\.0\.0\.1:(\d+)")
+E2E_USER = "e2e-user"
+E2E_PASSWORD = "e2e-password-123"
+
+
+class DaphneServer:
+    """The example project under daphne, in a subprocess, restartable on the same port."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.starts += 1
+        log = self.log_dir / f"daphne-{self.starts}.log"
+        with open(log, "wb") as output:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "daphne",
+                    "-b",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "example_project.asgi:application",
+                ],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=ROOT,
+            )
+        deadline = time.monotonic() + 20
+        while not (match := LISTENING.search(log.read_text(errors="replace"))):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"daphne did not start:\n{log.read_text(errors='replace')}")
+            time.sleep(0.05)
+        self.port = int(match.group(1))
+
+    def kill(self) -> None:
+        """Stop it the hard way, as a crash or a deploy would: no close handshakes."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@pytest.fixture
+def daphne_server(transactional_db: Any, emulator: Any, tmp_path: Path) -> Iterator[DaphneServer]:
+    from django.db import connection
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "example_project.settings",
+        "DJANGO_DB_NAME": str(connection.settings_dict["NAME"]),
+        "TRIGGER_API_URL": emulator.url,
+        "TRIGGER_SECRET_KEY": emulator.secret_key,
+        "PYTHONUNBUFFERED": "1",
+    }
+    server = DaphneServer(env, tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def e2e_user(transactional_db: Any, django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user(E2E_USER, password=E2E_PASSWORD)
+
+
+@pytest.fixture
+def session_cookie(e2e_user: Any) -> dict[str, str]:
+    client = Client()
+    client.force_login(e2e_user)
+    name = settings.SESSION_COOKIE_NAME
+    return {"name": name, "value": client.cookies[name].value}
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+# Records, page-side, every state change and the viewer's text after every applied batch.
+RECORDER = """
+window.__viewer = {states: [], texts: [], errors: []};
+document.addEventListener("trigger:state", (e) => {
+  window.__viewer.states.push(e.detail.previous + ">" + e.detail.state);
+});
+document.addEventListener("trigger:parts", (e) => {
+  window.__viewer.texts.push(e.target.querySelector("[data-trigger-output]").textContent);
+});
+document.addEventListener("trigger:error", (e) => window.__viewer.errors.push(e.detail));
+"""
+
+
+@pytest.fixture
+async def page(browser: Any, daphne_server: DaphneServer, session_cookie: dict[str, str]) -> Any:
+    context = await browser.new_context(viewport={"width": 960, "height": 720})
+    await context.add_cookies([{**session_cookie, "url": daphne_server.url}])
+    await context.add_init_script(RECORDER)
+    page = await context.new_page()
+    try:
+        yield page
+    finally:
+        await context.close()
+
+
+def artifact(name: str) -> str:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return str(ARTIFACTS / name)

@@ -1,0 +1,132 @@
+"""{% stream_viewer %} in Chromium: live text, states, and recovery from faults on both sides."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import expect
+
+from tests.e2e.conftest import E2E_PASSWORD, E2E_USER, ROOT, DaphneServer, artifact
+from trigger_django.emulator.tasks import demo_answer_tokens
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+VIEWER = "[data-trigger-stream]"
+OUTPUT = "[data-trigger-stream] [data-trigger-output]"
+
+
+def start_demo_run(emulator: Any, prompt: str, tokens_per_second: float) -> tuple[str, str]:
+    run_id, _ = emulator.trigger(
+        "demo-ai-writer", {"prompt": prompt, "tokens_per_second": tokens_per_second}
+    )
+    return run_id, "".join(demo_answer_tokens(prompt))
+
+
+async def recorded(page: Any) -> dict[str, Any]:
+    return await page.evaluate("window.__viewer")
+
+
+def assert_growing(texts: list[str], final: str) -> None:
+    distinct = list(dict.fromkeys(texts))
+    assert len(distinct) >= 3, f"expected at least three growing states, saw {len(distinct)}"
+    for shorter, longer in itertools.pairwise(distinct):
+        assert longer.startswith(shorter)
+        assert len(longer) > len(shorter)
+    assert final.startswith(distinct[-1])
+
+
+async def test_text_streams_in_and_completes(
+    page: Any, daphne_server: DaphneServer, emulator: Any
+) -> None:
+    run_id, answer = start_demo_run(emulator, "live pages in Django", tokens_per_second=60)
+    await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=1")
+    viewer = page.locator(VIEWER)
+    await expect(viewer).to_have_attribute("data-state", "complete", timeout=20_000)
+    assert await page.locator(OUTPUT).text_content() == answer
+    record = await recorded(page)
+    assert record["states"] == ["connecting>live", "live>complete"]
+    assert_growing(record["texts"], answer)
+    await page.screenshot(path=artifact("stream-viewer-complete.png"), full_page=True)
+
+
+async def test_upstream_drop_mid_stream_loses_and_repeats_nothing(
+    page: Any, daphne_server: DaphneServer, emulator: Any
+) -> None:
+    run_id, answer = start_demo_run(emulator, "surviving dropped connections", 60)
+    emulator.inject_fault(run_id, "ai-output", "drop", after=15)
+    await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=1")
+    await expect(page.locator(VIEWER)).to_have_attribute("data-state", "complete", timeout=20_000)
+    assert await page.locator(OUTPUT).text_content() == answer
+    reads = [
+        r
+        for r in emulator.requests()
+        if r["method"] == "GET" and r["path"] == f"/realtime/v1/streams/{run_id}/ai-output"
+    ]
+    assert len(reads) >= 2, "the fault should have forced a reconnect upstream"
+    assert any("last-event-id" in {k.lower() for k in r["headers"]} for r in reads[1:])
+
+
+async def test_daphne_restart_mid_stream_resumes_to_the_exact_text(
+    page: Any, daphne_server: DaphneServer, emulator: Any
+) -> None:
+    run_id, answer = start_demo_run(emulator, "restarting the server mid-answer", 15)
+    await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=2")
+    viewer = page.locator(VIEWER)
+    await expect(viewer).to_have_attribute("data-state", "live", timeout=10_000)
+    await page.wait_for_function(
+        "document.querySelector('[data-trigger-stream] [data-trigger-output]').textContent.length > 40",
+        timeout=10_000,
+    )
+    daphne_server.kill()
+    await expect(viewer).to_have_attribute("data-state", "reconnecting", timeout=10_000)
+    daphne_server.start()  # same port
+    await expect(viewer).to_have_attribute("data-state", "complete", timeout=30_000)
+    assert await page.locator(OUTPUT).text_content() == answer
+    record = await recorded(page)
+    assert "live>reconnecting" in record["states"]
+    assert "reconnecting>live" in record["states"]
+    assert record["states"][-1] == "live>complete"
+
+
+async def test_upstream_404_shows_its_message(page: Any, daphne_server: DaphneServer) -> None:
+    await page.goto(f"{daphne_server.url}/runs/run_doesnotexist/?timeout=1")
+    viewer = page.locator(VIEWER)
+    await expect(viewer).to_have_attribute("data-state", "error", timeout=10_000)
+    error = page.locator("[data-trigger-stream] [data-trigger-error]")
+    await expect(error).to_be_visible()
+    await expect(error).to_contain_text("404")
+    await expect(error).to_contain_text("run_doesnotexist")
+    await expect(page.locator("[data-trigger-stream] [data-trigger-status]")).to_be_hidden()
+    await page.screenshot(path=artifact("stream-viewer-404.png"))
+
+
+async def test_demo_log_in_write_with_ai_and_watch(
+    browser: Any, daphne_server: DaphneServer, e2e_user: Any
+) -> None:
+    context = await browser.new_context(viewport={"width": 900, "height": 640})
+    page = await context.new_page()
+    try:
+        await page.goto(f"{daphne_server.url}/")
+        await page.fill("input[name=username]", E2E_USER)
+        await page.fill("input[name=password]", E2E_PASSWORD)
+        await page.click("button[type=submit]")
+        prompt = "How do I stream AI answers into Django pages?"
+        await page.fill("input[name=prompt]", prompt)
+        await page.click("text=Write with AI")
+        await page.wait_for_url(f"{daphne_server.url}/runs/run_*/")
+        answer = "".join(demo_answer_tokens(prompt))
+        await page.wait_for_function(
+            "(n) => document.querySelector('[data-trigger-stream] [data-trigger-output]').textContent.length >= n",
+            arg=len(answer),
+            timeout=30_000,
+        )
+        assert await page.locator(OUTPUT).text_content() == answer
+        await expect(page.locator(VIEWER)).to_have_attribute("data-state", "live")
+        image = ROOT / "docs" / "img" / "demo-run.png"
+        Path(image).parent.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(image), full_page=True)
+    finally:
+        await context.close()
