@@ -47,7 +47,7 @@ def test_override_settings_resets_the_cache():
 def test_unknown_key_is_a_clear_error():
     with (
         override_settings(TRIGGER_DJANGO={"THROTLE_MS": 5}),
-        pytest.raises(ImproperlyConfigured, match="Unknown TRIGGER_DJANGO key.*THROTLE_MS"),
+        pytest.raises(ImproperlyConfigured, match=r"Unknown TRIGGER_DJANGO key.*THROTLE_MS"),
     ):
         get_config()
 

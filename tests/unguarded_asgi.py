@@ -7,4 +7,6 @@ from channels.routing import ProtocolTypeRouter, URLRouter
 
 from trigger_django.routing import websocket_urlpatterns
 
-application = ProtocolTypeRouter({"websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns))})
+application = ProtocolTypeRouter(
+    {"websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns))}
+)

@@ -5,6 +5,7 @@ Ids are stable; each message says what is wrong and each hint what to do.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +19,9 @@ from trigger_django.conf import get_config
 
 
 @register(Tags.compatibility)
-def check_installation(app_configs: list[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+def check_installation(
+    app_configs: Sequence[AppConfig] | None, **kwargs: Any
+) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
     installed = list(settings.INSTALLED_APPS)
     if not getattr(settings, "ASGI_APPLICATION", None):
@@ -51,7 +54,7 @@ def check_installation(app_configs: list[AppConfig] | None, **kwargs: Any) -> li
 
 
 @register(Tags.security)
-def check_upstream(app_configs: list[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+def check_upstream(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
     try:
         config = get_config()
     except ImproperlyConfigured as exc:
