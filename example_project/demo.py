@@ -33,7 +33,7 @@ def _create_demo_user(env: dict[str, str]) -> None:
         f"user, _ = User.objects.get_or_create(username={DEMO_USER!r})\n"
         f"user.set_password({DEMO_PASSWORD!r}); user.save()\n"
     )
-    _manage("shell", "-c", code, env=env)
+    _manage("shell", "-v", "0", "-c", code, env=env)
 
 
 def _wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -55,17 +55,19 @@ def main() -> None:
     host = os.environ.get("DEMO_HOST", "127.0.0.1")
     port = int(os.environ.get("DEMO_PORT", "8000"))
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "example_project.settings"}
+    embedded = not env.get("TRIGGER_API_URL")
+    if embedded:
+        # The emulator accepts whatever key it is started with; the project gets the same one.
+        env.setdefault("TRIGGER_SECRET_KEY", f"tr_dev_{secrets.token_hex(20)}")
     _manage("migrate", "--noinput", "-v", "0", env=env)
     _create_demo_user(env)
 
     with ExitStack() as stack:
-        if not env.get("TRIGGER_API_URL"):
+        if embedded:
             from trigger_django.emulator.testing import EmulatorProcess
 
-            secret_key = env.get("TRIGGER_SECRET_KEY") or f"tr_dev_{secrets.token_hex(20)}"
-            emulator = stack.enter_context(EmulatorProcess(secret_key=secret_key))
+            emulator = stack.enter_context(EmulatorProcess(secret_key=env["TRIGGER_SECRET_KEY"]))
             env["TRIGGER_API_URL"] = emulator.url
-            env["TRIGGER_SECRET_KEY"] = secret_key
             print(f"Embedded Trigger.dev emulator at {emulator.url}")
         else:
             print(f"Using the Trigger.dev API at {env['TRIGGER_API_URL']}")
