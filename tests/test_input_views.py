@@ -303,10 +303,31 @@ async def test_double_submit_sends_once(emu, client):
     first = await client.post(url(run_id), form, headers={"Accept": "application/json"})
     second = await client.post(url(run_id), form, headers={"Accept": "application/json"})
     assert first.status_code == second.status_code == 200
-    assert first.json()["message"] == second.json()["message"] == "Approved."
-    assert second.json()["duplicate"] is True
+    assert second.json() == {**first.json(), "duplicate": True}
+    # Going back and pressing the other button on the same rendered form sends nothing either;
+    # the answer says what was actually sent.
+    form["approved"] = "false"
+    third = await client.post(url(run_id), form, headers={"Accept": "application/json"})
+    assert third.json()["message"] == "Approved."
+    assert third.json()["data"] == {"approved": True, "reviewer": "alice"}
     assert len(input_posts(emu)) == 1
     assert len(emu.run(run_id)["inputs"]) == 1
+
+
+async def test_simultaneous_double_submit_sends_once(emu, client):
+    run_id = await start_run(emu)
+    key = make_idempotency_key(run_id, "approval")
+    form = {"approved": "true", "idempotency_key": key}
+    responses = await asyncio.gather(
+        *(client.post(url(run_id), form, headers={"Accept": "application/json"}) for _ in range(3))
+    )
+    bodies = [response.json() for response in responses]
+    assert [response.status_code for response in responses] == [200, 200, 200]
+    assert sorted(body.get("duplicate", False) for body in bodies) == [False, True, True]
+    assert {json.dumps(body["data"]) for body in bodies} == {
+        '{"approved": true, "reviewer": "alice"}'
+    }
+    assert len(input_posts(emu)) == 1
 
 
 async def test_key_for_another_run_is_refused(emu, client):

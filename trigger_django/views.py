@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -247,6 +248,30 @@ async def send_input_view(request: HttpRequest, run_id: str, stream_id: str) -> 
     return HttpResponseRedirect(_back_to(request, next_url))
 
 
+_SENDING = "sending"
+#: How long a second submit of a form waits for the first one's outcome before giving up.
+_DUPLICATE_WAIT_SECONDS = 15.0
+_DUPLICATE_POLL_SECONDS = 0.05
+
+
+async def _claim_idempotency_key(cache_key: str) -> dict[str, Any] | None:
+    """``None`` when this request may send; otherwise what the earlier send of the same form
+    answered. While that send is still in flight, wait for it: if it fails, its key is released
+    and this request sends instead, so a double click never turns a failure into a success."""
+    deadline = asyncio.get_running_loop().time() + _DUPLICATE_WAIT_SECONDS
+    while True:
+        if await cache.aadd(cache_key, _SENDING, timeout=IDEMPOTENCY_KEY_MAX_AGE):
+            return None
+        earlier = await cache.aget(cache_key)
+        if isinstance(earlier, dict):
+            return earlier
+        if asyncio.get_running_loop().time() > deadline:
+            raise _SendFailure(
+                409, "This form is already being sent; reload the page in a moment to see it."
+            )
+        await asyncio.sleep(_DUPLICATE_POLL_SECONDS)
+
+
 async def _send_input(
     request: HttpRequest,
     run_id: str,
@@ -275,11 +300,12 @@ async def _send_input(
     message = success_message(form)
     result = {"ok": True, "message": message, "runId": run_id, "streamId": stream_id}
     cache_key = f"trigger_django:input:{run_id}:{stream_id}:{nonce}"
-    if nonce is not None and not await cache.aadd(
-        cache_key, "sending", timeout=IDEMPOTENCY_KEY_MAX_AGE
-    ):
-        # The same rendered form was submitted before (a double click, a resubmitted page).
-        return {**result, "duplicate": True}
+    if nonce is not None:
+        earlier = await _claim_idempotency_key(cache_key)
+        if earlier is not None:
+            # The same rendered form was sent before (a double click, a resubmitted page):
+            # answer what that send answered, without sending again.
+            return {**result, **earlier, "duplicate": True}
 
     try:
         token, _ = await mint_public_token([f"write:inputStreams:{run_id}"], ttl=60)
@@ -289,7 +315,8 @@ async def _send_input(
             await cache.adelete(cache_key)  # not sent: let the same form try again
         raise _upstream_failure(exc, run_id, stream_id) from exc
     if nonce is not None:
-        await cache.aset(cache_key, "sent", timeout=IDEMPOTENCY_KEY_MAX_AGE)
+        sent = {"message": message, "data": payload}
+        await cache.aset(cache_key, sent, timeout=IDEMPOTENCY_KEY_MAX_AGE)
 
     user = request.user
     input_logger.info(
