@@ -185,3 +185,13 @@ def test_a_form_class_that_cannot_be_imported_back_is_refused():
             "{% approval_form run_id stream %}",
             {"run_id": "run_1", "stream": InputStream("local", form=LocalForm)},
         )
+
+
+def test_csrf_token_comes_from_the_request_when_the_context_has_none():
+    from django.middleware.csrf import _unmask_cipher_token, get_token
+
+    request = RequestFactory().get("/runs/run_abc/")
+    html = render('{% approval_form run_id "approval" %}', {"run_id": "run_abc"}, request=request)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
+    assert len(token) == 64
+    assert _unmask_cipher_token(token) == _unmask_cipher_token(get_token(request))

@@ -8,6 +8,7 @@ import logging
 
 import httpx
 import pytest
+from django import forms
 from django.contrib.auth import get_user_model
 from django.contrib.messages import get_messages
 from django.core.asgi import get_asgi_application
@@ -22,6 +23,17 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 PASSWORD = "pw-for-tests"
 RUN_PAGE = "/runs/run_page/"
+
+
+class RefundForm(forms.Form):
+    amount = forms.IntegerField(min_value=1)
+    note = forms.CharField(required=False)
+    reviewer = forms.CharField()  # declared, yet only ever filled by the server
+
+    server_fields = {"reviewer": lambda request: request.user.get_username()}
+
+    def server_data(self, request):
+        return {"channel": "web"}
 
 
 def deny_writes(user, run_id, action):
@@ -400,3 +412,38 @@ async def test_next_on_another_site_is_not_followed(emu, client):
     response = await client.post(url(run_id), {"approved": "true", "next": "https://evil.example/"})
     assert response.status_code == 302
     assert response.url == "/"
+
+
+async def test_the_form_named_in_the_rendered_key_validates_the_post(emu, client):
+    run_id = await start_run(emu)
+    key = make_idempotency_key(run_id, "refund", f"{__name__}.RefundForm")
+    accept = {"Accept": "application/json"}
+    invalid = await client.post(
+        url(run_id, "refund"), {"amount": "0", "idempotency_key": key}, headers=accept
+    )
+    assert invalid.status_code == 400
+    assert invalid.json()["fields"] == {
+        "amount": ["Ensure this value is greater than or equal to 1."]
+    }
+    sent = await client.post(
+        url(run_id, "refund"),
+        {"amount": "5", "reviewer": "mallory", "channel": "api", "idempotency_key": key},
+        headers=accept,
+    )
+    assert sent.status_code == 200, sent.content
+    assert sent.json()["message"] == "Sent."
+    [received] = emu.run(run_id)["inputs"]
+    assert received["streamId"] == "refund"
+    assert received["data"] == {"amount": 5, "note": "", "reviewer": "alice", "channel": "web"}
+
+
+async def test_input_forms_setting_chooses_the_form_for_programmatic_sends(emu, client, settings):
+    settings.TRIGGER_DJANGO = {
+        **settings.TRIGGER_DJANGO,
+        "INPUT_FORMS": {"refund": f"{__name__}.RefundForm"},
+    }
+    run_id = await start_run(emu)
+    response = await post_json(client, url(run_id, "refund"), {"data": {"amount": 7}})
+    assert response.status_code == 200, response.content
+    [received] = emu.run(run_id)["inputs"]
+    assert received["data"] == {"amount": 7, "note": "", "reviewer": "alice", "channel": "web"}
