@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.test import Client
+from django.test import Client, override_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -118,7 +118,15 @@ def daphne_server(transactional_db: Any, emulator: Any, tmp_path: Path) -> Itera
 
 @pytest.fixture
 def e2e_user(transactional_db: Any, django_user_model: Any) -> Any:
-    return django_user_model.objects.create_user(E2E_USER, password=E2E_PASSWORD)
+    from django.contrib.auth.hashers import make_password
+
+    user = django_user_model.objects.create_user(E2E_USER)
+    # Hashed with the example project's default hasher (not the tests' fast MD5), so daphne,
+    # which runs example_project.settings, can check it on the login page.
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.PBKDF2PasswordHasher"]):
+        user.password = make_password(E2E_PASSWORD)
+    user.save(update_fields=["password"])
+    return user
 
 
 @pytest.fixture

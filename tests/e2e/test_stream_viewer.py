@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 VIEWER = "[data-trigger-stream]"
 OUTPUT = "[data-trigger-stream] [data-trigger-output]"
+OUTPUT_LENGTH_AT_LEAST = f"(n) => document.querySelector('{OUTPUT}').textContent.length >= n"
 
 
 def start_demo_run(emulator: Any, prompt: str, tokens_per_second: float) -> tuple[str, str]:
@@ -76,10 +77,7 @@ async def test_daphne_restart_mid_stream_resumes_to_the_exact_text(
     await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=2")
     viewer = page.locator(VIEWER)
     await expect(viewer).to_have_attribute("data-state", "live", timeout=10_000)
-    await page.wait_for_function(
-        "document.querySelector('[data-trigger-stream] [data-trigger-output]').textContent.length > 40",
-        timeout=10_000,
-    )
+    await page.wait_for_function(OUTPUT_LENGTH_AT_LEAST, arg=40, timeout=10_000)
     daphne_server.kill()
     await expect(viewer).to_have_attribute("data-state", "reconnecting", timeout=10_000)
     daphne_server.start()  # same port
@@ -118,11 +116,7 @@ async def test_demo_log_in_write_with_ai_and_watch(
         await page.click("text=Write with AI")
         await page.wait_for_url(f"{daphne_server.url}/runs/run_*/")
         answer = "".join(demo_answer_tokens(prompt))
-        await page.wait_for_function(
-            "(n) => document.querySelector('[data-trigger-stream] [data-trigger-output]').textContent.length >= n",
-            arg=len(answer),
-            timeout=30_000,
-        )
+        await page.wait_for_function(OUTPUT_LENGTH_AT_LEAST, arg=len(answer), timeout=30_000)
         assert await page.locator(OUTPUT).text_content() == answer
         await expect(page.locator(VIEWER)).to_have_attribute("data-state", "live")
         image = ROOT / "docs" / "img" / "demo-run.png"
