@@ -1,0 +1,93 @@
+"""The token endpoint: POST /trigger/token/<run_id>/ (login, CSRF, permission hook)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import AsyncClient
+
+from trigger_django.client import TriggerClient, verify_public_token
+from trigger_django.upstream import aclose_http_clients
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def deny_everything(user: Any, run_id: str, action: str) -> bool:
+    return False
+
+
+@pytest.fixture(autouse=True)
+async def _close_shared_pool() -> AsyncIterator[None]:
+    yield
+    await aclose_http_clients()
+
+
+@pytest.fixture
+async def logged_in(django_user_model: Any) -> AsyncClient:
+    user = await django_user_model.objects.acreate(username="ada")
+    client = AsyncClient()
+    await client.aforce_login(user)
+    return client
+
+
+async def test_anonymous_json_callers_get_401_json() -> None:
+    response = await AsyncClient().post("/trigger/token/run_abc/", headers={"accept": "*/*"})
+    assert response.status_code == 401
+    assert response.json() == {"error": "Authentication required."}
+
+
+async def test_anonymous_browsers_are_sent_to_the_login_page() -> None:
+    response = await AsyncClient().post("/trigger/token/run_abc/", headers={"accept": "text/html"})
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/?next=/trigger/token/run_abc/")
+
+
+async def test_only_post(logged_in: AsyncClient) -> None:
+    assert (await logged_in.get("/trigger/token/run_abc/")).status_code == 405
+
+
+async def test_csrf_is_enforced(django_user_model: Any) -> None:
+    user = await django_user_model.objects.acreate(username="eve")
+    client = AsyncClient(enforce_csrf_checks=True)
+    await client.aforce_login(user)
+    assert (await client.post("/trigger/token/run_abc/")).status_code == 403
+
+
+async def test_invalid_run_id_says_what_is_wrong(logged_in: AsyncClient) -> None:
+    response = await logged_in.post("/trigger/token/run..x/")
+    assert response.status_code == 400
+    assert "Invalid run id 'run..x'" in response.json()["error"]
+
+
+async def test_the_permission_hook_can_refuse(logged_in: AsyncClient, settings: Any) -> None:
+    settings.TRIGGER_DJANGO = {
+        **settings.TRIGGER_DJANGO,
+        "AUTHORIZE": "tests.test_views.deny_everything",
+    }
+    response = await logged_in.post("/trigger/token/run_abc/")
+    assert response.status_code == 403
+    assert response.json() == {"error": "You may not read run run_abc."}
+
+
+async def test_mints_a_token_that_reads_exactly_that_run(
+    logged_in: AsyncClient, trigger_settings: Any, emulator: Any
+) -> None:
+    run_id, _ = emulator.trigger("echo-parts", {"parts": ["one", "two"]})
+    before = int(time.time())
+    response = await logged_in.post(f"/trigger/token/{run_id}/")
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store"
+    body = response.json()
+    assert set(body) == {"token", "expiresAt"}
+    assert verify_public_token(body["token"], settings.TEST_TRIGGER_SECRET_KEY) == [
+        f"read:runs:{run_id}"
+    ]
+    assert before + 900 <= body["expiresAt"] <= int(time.time()) + 900
+    # The token works upstream, as the official JS client would use it.
+    async with TriggerClient(emulator.url, access_token=body["token"]) as client:
+        chunks = [part.chunk async for part in client.read_stream(run_id, timeout_seconds=1)]
+    assert chunks == ["one", "two"]
