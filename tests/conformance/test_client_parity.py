@@ -9,13 +9,15 @@ in order, then timestamp, record id and headers. One Node process reads the whol
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
 import pytest
 
 from tests.conformance.conftest import FRAMINGS, FramedEmulator, NodeSdk
-from trigger_django.client import TriggerClient
+from trigger_django.client import APIStatusError, TriggerClient
 
 pytestmark = pytest.mark.conformance
 
@@ -236,3 +238,81 @@ def test_resumes_yield_suffixes_of_the_full_read(parity: dict[str, Any]) -> None
             assert parts == [], read.name
         if read.name.startswith("v2/") and read.start_index:
             assert len(parts) == max(len(full[base]) - read.start_index, 0), read.name
+
+
+def _expired_token(secret_key: str, run_id: str) -> str:
+    claims = {
+        "sub": "env_conformance",
+        "pub": True,
+        "scopes": [f"read:runs:{run_id}"],
+        "iss": "https://id.trigger.dev",
+        "aud": "https://api.trigger.dev",
+        "exp": int(time.time()) - 120,
+    }
+    return jwt.encode(claims, secret_key, algorithm="HS256", headers={"typ": None})
+
+
+async def _client_errors(
+    emulators: dict[str, FramedEmulator], reads: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    async def one(read: dict[str, Any]) -> dict[str, Any]:
+        emulator = emulators[read["framing"]]
+        async with TriggerClient(emulator.url, access_token=read["token"]) as client:
+            try:
+                parts = [
+                    part
+                    async for part in client.read_stream(
+                        read["runId"], read["key"], timeout_seconds=IDLE_TIMEOUT_SECONDS
+                    )
+                ]
+            except APIStatusError as error:
+                return {"class": type(error).__name__, "status": error.status}
+        return {"class": None, "status": None, "parts": len(parts)}
+
+    results = await asyncio.gather(*(one(read) for read in reads))
+    return {read["name"]: result for read, result in zip(reads, results, strict=True)}
+
+
+def test_client_raises_the_same_errors_as_fetch_stream(
+    node_sdk: NodeSdk, emulators: dict[str, FramedEmulator]
+) -> None:
+    reads: list[dict[str, Any]] = []
+    for framing in FRAMINGS:
+        emulator = emulators[framing]
+        run_a, token_a = emulator.trigger("conformance-open", {})
+        run_b, _ = emulator.trigger("conformance-open", {})
+        cases = {
+            "other run": (run_b, token_a),
+            "wrong secret key": (run_a, "tr_dev_not_the_emulator_key_0123456789abcdefgh"),
+            "expired token": (run_a, _expired_token(emulator.secret_key, run_a)),
+            "unknown run": ("run_doesnotexist0000000000", emulator.secret_key),
+        }
+        for label, (run_id, token) in cases.items():
+            reads.append(
+                {
+                    "name": f"{framing}/{label}",
+                    "framing": framing,
+                    "apiUrl": emulator.url,
+                    "runId": run_id,
+                    "key": "default",
+                    "token": token,
+                }
+            )
+    sdk = emulators["v2"].node(
+        node_sdk, "read_streams.mjs", {"reads": reads, "timeoutInSeconds": IDLE_TIMEOUT_SECONDS}
+    )
+    client = asyncio.run(_client_errors(emulators, reads))
+    expected = {
+        "other run": ("PermissionDeniedError", 403),
+        "wrong secret key": ("AuthenticationError", 401),
+        "expired token": ("AuthenticationError", 401),
+        "unknown run": ("NotFoundError", 404),
+    }
+    for read in reads:
+        name = read["name"]
+        assert not sdk[name]["ok"], f"{name}: the SDK read succeeded"
+        sdk_error = (sdk[name]["error"]["class"], sdk[name]["error"]["status"])
+        assert sdk_error == expected[name.split("/", 1)[1]], f"{name}: SDK raised {sdk_error}"
+        assert (client[name]["class"], client[name]["status"]) == sdk_error, (
+            f"{name}: the client raised {client[name]}, the SDK {sdk_error}"
+        )
