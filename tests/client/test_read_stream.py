@@ -421,3 +421,15 @@ def test_json_of_the_fakes_is_stable():
     # Guard for the helpers above: a batch carries the last seq_num in its SSE id.
     assert batch(record(4, "x"))["id"].startswith("4,")
     assert json.loads(batch(record(4, "x"))["data"])["records"][0]["seq_num"] == 4
+
+
+async def test_malformed_batch_id_never_moves_the_cursor_back(make_client):
+    script = Script(
+        v2_response(
+            sse(batch(record(8, "a")), {"event": "batch", "id": "0,0,0", "data": "{oops"}),
+            error=dropped(),
+        ),
+        v2_response(b""),
+    )
+    await collect(make_client(script).read_stream("run_1"))
+    assert script.header(1, "last-event-id") == "8"

@@ -442,8 +442,13 @@ class TriggerClient:
         records = batch.get("records") if isinstance(batch, dict) else None
         if not isinstance(records, list):
             # The SSE id is "<last seq_num in batch>,<count>,<bytes>": resume after the batch.
+            # Only ever forward: a bogus id must not make a resume replay what was delivered.
             match = _SEQ_PREFIX.match(event.id or "")
-            if match:
+            if match and (
+                state.cursor is None
+                or not state.cursor.isdigit()
+                or int(match.group(1)) > int(state.cursor)
+            ):
                 state.cursor = match.group(1)
             logger.warning("Skipped a malformed stream batch (cursor now %s)", state.cursor)
             return []
