@@ -15,9 +15,11 @@ from django.conf import settings
 from django.core import signing
 from django.test import Client
 
+from trigger_django.client import verify_public_token
+from trigger_django.consumers import StreamConsumer
 from trigger_django.routing import websocket_urlpatterns
-from trigger_django.tickets import TICKET_SALT, make_ticket
-from trigger_django.upstream import aclose_http_clients
+from trigger_django.tickets import TICKET_SALT, Ticket, make_ticket
+from trigger_django.upstream import aclose_http_clients, mint_public_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -252,6 +254,47 @@ async def test_streams_every_part_then_completes_in_band(upstream: Any, user: An
     # In-band end: the socket stays open for the browser to close.
     assert await communicator.receive_nothing(timeout=0.1)
     await communicator.disconnect()
+
+
+async def test_reads_upstream_with_a_minted_token_scoped_to_the_run_only(
+    upstream: Any, user: Any
+) -> None:
+    run_id, _ = upstream.trigger("echo-parts", {"parts": ["x"]})
+    communicator = await connect(user)
+    await communicator.send_json_to(subscribe_message(user, run_id))
+    await collect(communicator, until=terminal())
+    await communicator.disconnect()
+    reads = [r for r in upstream_requests_for(upstream, run_id) if r["method"] == "GET"]
+    assert reads
+    assert all(r["jwt_scopes"] == [f"read:runs:{run_id}"] for r in reads)
+
+
+async def test_a_carried_read_token_is_used_upstream(upstream: Any, user: Any) -> None:
+    run_id, _ = upstream.trigger("echo-parts", {"parts": ["x"]})
+    token, _ = await mint_public_token([f"read:runs:{run_id}"], ttl=600)
+    communicator = await connect(user)
+    message = subscribe_message(user, run_id)
+    message["ticket"] = make_ticket(
+        user_pk=user.pk, run_id=run_id, key="default", access_token=token
+    )
+    await communicator.send_json_to(message)
+    assert [p["chunk"] for p in parts_of(await collect(communicator, until=terminal()))] == ["x"]
+    await communicator.disconnect()
+
+
+async def test_token_for_keeps_a_fresh_carried_token_and_replaces_a_stale_one(
+    upstream: Any,
+) -> None:
+    consumer = StreamConsumer()
+    fresh, _ = await mint_public_token(["read:runs:run_t"], ttl=600)
+    stale, _ = await mint_public_token(["read:runs:run_t"], ttl=30)
+    assert await consumer.token_for(Ticket("1", "run_t", "default", fresh)) == fresh
+    replacement = await consumer.token_for(Ticket("1", "run_t", "default", stale))
+    assert replacement not in (fresh, stale)
+    assert verify_public_token(replacement, settings.TEST_TRIGGER_SECRET_KEY) == ["read:runs:run_t"]
+    # Minted tokens are reused per run while they have time left.
+    assert consumer.minted_tokens["run_t"][0] == replacement
+    assert await consumer.token_for(Ticket("1", "run_t", "default", None)) == replacement
 
 
 async def test_resumes_after_the_cursor_and_honours_start_index(upstream: Any, user: Any) -> None:

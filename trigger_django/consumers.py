@@ -136,13 +136,17 @@ class Subscription:
 class StreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     """Serves the ``subscribe`` / ``unsubscribe`` / ``ack`` protocol of trigger-django.js."""
 
-    async def connect(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.subscriptions: dict[str, Subscription] = {}
+        #: Tokens minted for this socket, by run id: ``(token, expires_at)``.
         self.minted_tokens: dict[str, tuple[str, int]] = {}
         self.dirty = asyncio.Event()
         self.flusher: asyncio.Task[None] | None = None
         self.last_flush = float("-inf")
         self.config = get_config()
+
+    async def connect(self) -> None:
         await self.accept()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
@@ -352,8 +356,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def stop_all(self) -> None:
         tasks: list[asyncio.Task[None] | None] = [s.task for s in self.subscriptions.values()]
         self.subscriptions.clear()
-        flusher = getattr(self, "flusher", None)
-        tasks.append(flusher)
+        tasks.append(self.flusher)
         self.flusher = None
         await _cancel(tasks)
 
