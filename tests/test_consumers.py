@@ -420,7 +420,7 @@ async def test_leading_edge_first_part_goes_at_once_later_ones_are_coalesced(
     settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "THROTTLE_MS": 1500}
     run_id, _ = upstream.trigger("echo-parts", {"parts": ["p0", "p1", "p2"], "delay_ms": 100})
     communicator = await connect(user)
-    await communicator.send_json_to(subscribe_message(user, run_id, timeout=3))
+    await communicator.send_json_to(subscribe_message(user, run_id, timeout=1))
     messages = await collect(communicator, until=terminal())
     frames = [[p["chunk"] for p in parts_of([m])] for m in messages if m["type"] == "parts"]
     assert frames == [["p0"], ["p1", "p2"]]
@@ -434,7 +434,7 @@ async def test_backpressure_stops_after_max_unacked_parts(
     chunks = [f"c{i}" for i in range(20)]
     run_id, _ = upstream.trigger("echo-parts", {"parts": chunks})
     communicator = await connect(user)
-    await communicator.send_json_to(subscribe_message(user, run_id, timeout=5))
+    await communicator.send_json_to(subscribe_message(user, run_id, timeout=1))
     received: list[dict[str, Any]] = []
     await collect(
         communicator,
