@@ -63,7 +63,7 @@ async def test_keep_alive_pings_in_both_framings(fast_pings):
 
 
 def _spawn(tmp_path: Path, *args: str, env_key: str | None = None) -> tuple[subprocess.Popen, Path]:
-    env = {k: v for k, v in os.environ.items() if k != "TRIGGER_SECRET_KEY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("TRIGGER_SECRET_KEY", "PYTHONDEVMODE")}
     if env_key:
         env["TRIGGER_SECRET_KEY"] = env_key
     env["DJANGO_SETTINGS_MODULE"] = "example_project.settings"
