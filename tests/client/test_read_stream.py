@@ -433,3 +433,24 @@ async def test_malformed_batch_id_never_moves_the_cursor_back(make_client):
     )
     await collect(make_client(script).read_stream("run_1"))
     assert script.header(1, "last-event-id") == "8"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"a":1}', {"a": 1}),
+        ('  {"a":1}\n', {"a": 1}),
+        ("[1] ", [1]),
+        ('"s"', "s"),
+        ("1 2", "1 2"),
+        ("NaN", "NaN"),
+        ("-Infinity", "-Infinity"),
+        ("", ""),
+        ("{oops", "{oops"),
+        ("null", None),
+    ],
+)
+def test_safe_parse_json_is_javascripts_json_parse_or_the_text(text, expected):
+    from trigger_django.client._client import _safe_parse_json
+
+    assert _safe_parse_json(text) == expected

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import json.scanner
 import logging
 import random
 import re
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterator,
+    Mapping,
+)
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Final, Self
@@ -68,10 +76,21 @@ def _reject_constant(name: str) -> Any:
 
 _json_decoder = json.JSONDecoder(parse_constant=_reject_constant)
 _json_decode = _json_decoder.decode
+# The C scanner behind JSONDecoder.decode, without its two whitespace regex passes: most bodies
+# have no surrounding whitespace, and the rest fall back to decode().
+_json_scan = json.scanner.make_scanner(_json_decoder)  # type: ignore[arg-type]
 
 
 def _safe_parse_json(text: str) -> Any:
     """The SDK's ``safeParseJSON``: the parsed value, or the text itself when it is not JSON."""
+    try:
+        value, end = _json_scan(text, 0)
+        if end == len(text):
+            return value
+    except StopIteration:
+        pass
+    except ValueError:
+        return text
     try:
         return _json_decode(text)
     except ValueError:
@@ -90,8 +109,12 @@ def retry_delay(attempt: int, random_value: float) -> float:
 
 
 def _redis_timestamp(stream_id: str | None) -> int:
+    # parseInt of the part before "-", else now (the SDK's parseRedisStreamIdTimestamp).
     if stream_id:
-        match = re.match(r"\s*([+-]?\d+)", stream_id.split("-", 1)[0])
+        head = stream_id.partition("-")[0]
+        if head.isdigit():
+            return int(head)
+        match = re.match(r"\s*([+-]?\d+)", head)
         if match:
             return int(match.group(1))
     return int(time.time() * 1000)
@@ -156,8 +179,9 @@ class StreamSubscription(AsyncIterator[StreamPart]):
         """``"v1"`` or ``"v2"`` once a response arrived (from ``X-Stream-Version``)."""
         return self._state.stream_version
 
-    def __aiter__(self) -> Self:
-        return self
+    def __aiter__(self) -> AsyncGenerator[StreamPart, None]:
+        # `async for` drives the generator directly: no wrapper call per part.
+        return self._parts
 
     async def __anext__(self) -> StreamPart:
         return await self._parts.__anext__()
@@ -376,12 +400,15 @@ class TriggerClient:
                     async with aclosing(_body_chunks(response, stall_timeout)) as chunks:
                         async for chunk in chunks:
                             for event in decoder.feed(chunk):
-                                for part in (
-                                    self._v2_parts(event, state) if v2 else _v1_parts(event, state)
-                                ):
+                                if v2:
+                                    for part in _v2_parts(event, state):
+                                        state.failures = 0
+                                        auth_refreshed = False
+                                        yield part
+                                else:
                                     state.failures = 0
                                     auth_refreshed = False
-                                    yield part
+                                    yield _v1_part(event, state)
                     logger.debug("Stream %s ended (the server closed it cleanly)", name)
                     return
                 finally:
@@ -432,67 +459,6 @@ class TriggerClient:
             logger.warning("%s", error)
             raise error
         raise _RetryableFailure(f"status {status}" + (f" ({message})" if message else ""))
-
-    def _v2_parts(self, event: ServerSentEvent, state: _StreamState) -> list[StreamPart]:
-        if event.event != "batch":
-            if event.event == "error":
-                raise _RetryableFailure(f"Stream read failed: {event.data}")
-            return []  # ping, [DONE]
-        batch = _safe_parse_json(event.data)
-        records = batch.get("records") if isinstance(batch, dict) else None
-        if not isinstance(records, list):
-            # The SSE id is "<last seq_num in batch>,<count>,<bytes>": resume after the batch.
-            # Only ever forward: a bogus id must not make a resume replay what was delivered.
-            match = _SEQ_PREFIX.match(event.id or "")
-            if match and (
-                state.cursor is None
-                or not state.cursor.isdigit()
-                or int(match.group(1)) > int(state.cursor)
-            ):
-                state.cursor = match.group(1)
-            logger.warning("Skipped a malformed stream batch (cursor now %s)", state.cursor)
-            return []
-        parts: list[StreamPart] = []
-        seen = state.seen_ids
-        for record in records:
-            if not isinstance(record, dict):
-                continue
-            seq_num = record.get("seq_num")
-            if not isinstance(seq_num, int) or isinstance(seq_num, bool):
-                logger.warning("Skipped a stream record without a seq_num")
-                continue
-            part_id = str(seq_num)
-            # The cursor moves past every record, shown or not, so a resume lands after it.
-            state.cursor = part_id
-            headers = record.get("headers")
-            if headers and isinstance(headers, list) and headers[0] and headers[0][0] == "":
-                continue  # an S2 command record (trim, fence): not application data
-            body = record.get("body")
-            envelope = _safe_parse_json(body) if isinstance(body, str) else None
-            record_id: Any = None
-            chunk: Any = None
-            if isinstance(envelope, dict):
-                record_id = envelope.get("id")
-                chunk = envelope.get("data")
-                if record_id and isinstance(record_id, str | int | float):
-                    if record_id in seen:
-                        continue
-                    seen.add(record_id)
-                    order = state.seen_order
-                    order.append(record_id)
-                    if len(order) > SEEN_IDS_CAP:
-                        seen.discard(order.popleft())
-            timestamp = record.get("timestamp")
-            parts.append(
-                StreamPart(
-                    part_id,
-                    chunk,
-                    timestamp if isinstance(timestamp, int) else int(time.time() * 1000),
-                    None if record_id is None else str(record_id),
-                    _record_headers(headers),
-                )
-            )
-        return parts
 
     # -- input streams -------------------------------------------------------------------------
 
@@ -731,17 +697,81 @@ def _record_headers(headers: Any) -> tuple[tuple[str, str], ...]:
     )
 
 
-def _v1_parts(event: ServerSentEvent, state: _StreamState) -> list[StreamPart]:
+def _v1_part(event: ServerSentEvent, state: _StreamState) -> StreamPart:
     # v1 ignores the event name: every event with data is a part (the SDK's v1 branch).
-    if event.id:
-        state.cursor = event.id
-    return [
-        StreamPart(
-            event.id if event.id is not None else "unknown",
-            _safe_parse_json(event.data),
-            _redis_timestamp(event.id),
+    event_id = event.id
+    if event_id:
+        state.cursor = event_id
+    return StreamPart(
+        "unknown" if event_id is None else event_id,
+        _safe_parse_json(event.data),
+        _redis_timestamp(event_id),
+    )
+
+
+def _v2_parts(event: ServerSentEvent, state: _StreamState) -> Iterator[StreamPart]:
+    """The parts of one v2 event, moving the cursor record by record as they are taken."""
+    if event.event != "batch":
+        if event.event == "error":
+            raise _RetryableFailure(f"Stream read failed: {event.data}")
+        return  # ping, [DONE]
+    batch = _safe_parse_json(event.data)
+    records = batch.get("records") if type(batch) is dict else None
+    if type(records) is not list:
+        # The SSE id is "<last seq_num in batch>,<count>,<bytes>": resume after the batch.
+        # Only ever forward: a bogus id must not make a resume replay what was delivered.
+        match = _SEQ_PREFIX.match(event.id or "")
+        if match and (
+            state.cursor is None
+            or not state.cursor.isdigit()
+            or int(match.group(1)) > int(state.cursor)
+        ):
+            state.cursor = match.group(1)
+        logger.warning("Skipped a malformed stream batch (cursor now %s)", state.cursor)
+        return
+    seen = state.seen_ids
+    order = state.seen_order
+    for record in records:
+        if type(record) is not dict:
+            continue
+        seq_num = record.get("seq_num")
+        if type(seq_num) is not int:
+            logger.warning("Skipped a stream record without an integer seq_num")
+            continue
+        part_id = str(seq_num)
+        # The cursor moves past every record, shown or not, so a resume lands after it.
+        state.cursor = part_id
+        headers = record.get("headers")
+        if headers:
+            if type(headers) is list and headers[0] and headers[0][0] == "":
+                continue  # an S2 command record (trim, fence): not application data
+            part_headers = _record_headers(headers)
+        else:
+            part_headers = ()
+        body = record.get("body")
+        envelope = _safe_parse_json(body) if type(body) is str else None
+        record_id: Any = None
+        chunk: Any = None
+        if type(envelope) is dict:
+            record_id = envelope.get("id")
+            chunk = envelope.get("data")
+            if record_id and isinstance(record_id, str | int | float):
+                if record_id in seen:
+                    continue
+                seen.add(record_id)
+                order.append(record_id)
+                if len(order) > SEEN_IDS_CAP:
+                    seen.discard(order.popleft())
+            if record_id is not None and type(record_id) is not str:
+                record_id = json.dumps(record_id)
+        timestamp = record.get("timestamp")
+        yield StreamPart(
+            part_id,
+            chunk,
+            timestamp if type(timestamp) is int else int(time.time() * 1000),
+            record_id,
+            part_headers,
         )
-    ]
 
 
 async def _body_chunks(

@@ -1,0 +1,1 @@
+"""``make bench``: stream-reading throughput and CPU cost (see bench/run.py)."""
