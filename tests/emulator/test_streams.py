@@ -192,6 +192,23 @@ async def test_stream_start_latest_skips_existing_parts(emulator):
     assert [(r["seq_num"], json.loads(r["body"])["data"]) for r in records] == [(1, "new")]
 
 
+async def test_v2_start_beyond_the_tail_is_clamped_to_the_tail(emulator):
+    run_id, _ = emulator.trigger(UNREGISTERED_TASK, {}, stream_version="v2")
+    append = f"/realtime/v1/streams/{run_id}/self/out/append"
+    async with httpx.AsyncClient(base_url=emulator.url, timeout=10.0) as client:
+        await client.post(append, content=b"zero", headers=AUTH)
+        headers = {**AUTH, "Last-Event-ID": "99", "Timeout-Seconds": "5"}
+        async with client.stream(
+            "GET", f"/realtime/v1/streams/{run_id}/out", headers=headers
+        ) as response:
+            await client.post(append, content=b"one", headers=AUTH)
+            async for line in response.aiter_lines():
+                if line.startswith("data: {"):
+                    records = json.loads(line.removeprefix("data: "))["records"]
+                    break
+    assert [(r["seq_num"], json.loads(r["body"])["data"]) for r in records] == [(1, "one")]
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [

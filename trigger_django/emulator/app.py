@@ -476,10 +476,11 @@ class EmulatorApp:
 
         last_event_id = request.header("last-event-id")
         if last_event_id:
+            # S2 is read with clamp=true: a start beyond the tail starts at the tail.
             start = (
-                parse_v2_last_event_id(last_event_id)
+                min(parse_v2_last_event_id(last_event_id), len(stream))
                 if version == "v2"
-                else (stream.v1_start(last_event_id))
+                else stream.v1_start(last_event_id)
             )
         elif (request.header("x-trigger-stream-start") or "").strip().lower() == "latest":
             start = len(stream)

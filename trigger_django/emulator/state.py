@@ -11,6 +11,7 @@ import json
 import secrets
 import time
 from bisect import bisect_right
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ FINISHED_STATUSES = frozenset(
     {"COMPLETED_SUCCESSFULLY", "COMPLETED_WITH_ERRORS", "CANCELED", "SYSTEM_FAILURE", "CRASHED"}
 )
 INPUT_STREAM_PREFIX = "$trigger.input:"
+REQUEST_LOG_LIMIT = 100_000
 
 _NANOID_ALPHABET = "useandom-26T198340PX75pxJACKVERYMINDBUSHWOLF_GQZbfghjklqvwyzrict"
 
@@ -327,7 +329,8 @@ class EmulatorState:
         self.idempotency: dict[tuple[str, str], str] = {}
         self.used_one_time_tokens: set[str] = set()
         self.faults: dict[tuple[str, str], list[Fault]] = {}
-        self.requests: list[LoggedRequest] = []
+        # Bounded, so a long benchmark cannot grow it without limit.
+        self.requests: deque[LoggedRequest] = deque(maxlen=REQUEST_LOG_LIMIT)
         self._request_index = 0
         self.closing = asyncio.Event()
 
