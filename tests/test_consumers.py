@@ -415,15 +415,19 @@ async def test_a_burst_is_coalesced_into_fewer_frames(upstream: Any, user: Any) 
 async def test_leading_edge_first_part_goes_at_once_later_ones_are_coalesced(
     upstream: Any, user: Any, settings: Any
 ) -> None:
-    # A long window makes the two behaviours distinguishable: the first part must not wait for
-    # it; the parts that follow within it must share one frame at its end.
-    settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "THROTTLE_MS": 1500}
-    run_id, _ = upstream.trigger("echo-parts", {"parts": ["p0", "p1", "p2"], "delay_ms": 100})
+    # Parts 300 ms apart, all inside one 3 s window. A trailing-only throttle would send one
+    # frame at the window's end; the leading edge sends what exists at once, then everything
+    # that arrives during the window in exactly one more frame.
+    settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "THROTTLE_MS": 3000}
+    chunks = ["p0", "p1", "p2", "p3"]
+    run_id, _ = upstream.trigger("echo-parts", {"parts": chunks, "delay_ms": 300})
     communicator = await connect(user)
     await communicator.send_json_to(subscribe_message(user, run_id, timeout=1))
     messages = await collect(communicator, until=terminal())
     frames = [[p["chunk"] for p in parts_of([m])] for m in messages if m["type"] == "parts"]
-    assert frames == [["p0"], ["p1", "p2"]]
+    assert len(frames) == 2
+    assert frames[0][0] == "p0"
+    assert frames[0] + frames[1] == chunks
     await communicator.disconnect()
 
 
@@ -474,3 +478,22 @@ async def test_unsubscribe_and_disconnect_leave_no_task_running(upstream: Any, u
     assert "trigger_django:upstream:two" in {t.get_name() for t in consumer_tasks()}
     await communicator.disconnect()
     await wait_until(lambda: consumer_tasks() == [])
+
+
+# -- the documented stack -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("origin", "accepted"),
+    [(b"http://evil.example", False), (b"http://127.0.0.1:8000", True)],
+)
+async def test_the_example_asgi_stack_checks_the_origin(origin: bytes, accepted: bool) -> None:
+    from example_project.asgi import application as project_application
+
+    communicator = WebsocketCommunicator(
+        project_application, WS_PATH, headers=[(b"origin", origin)]
+    )
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected is accepted
+    if accepted:  # then the session check: nobody is logged in
+        await expect_close(communicator, 4401)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -124,3 +125,34 @@ async def test_demo_log_in_write_with_ai_and_watch(
         await page.screenshot(path=str(image), full_page=True)
     finally:
         await context.close()
+
+
+async def test_viewers_added_later_subscribe_and_removed_ones_unsubscribe(
+    page: Any, daphne_server: DaphneServer, emulator: Any
+) -> None:
+    sent: list[dict[str, Any]] = []
+    page.on(
+        "websocket",
+        lambda ws: ws.on("framesent", lambda payload: sent.append(json.loads(payload))),
+    )
+    run_id, answer = start_demo_run(emulator, "viewers that come and go", 20)
+    await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=1")
+    await page.wait_for_function(OUTPUT_LENGTH_AT_LEAST, arg=10, timeout=10_000)
+    # Swap in a fresh copy of the server-rendered viewer, as htmx or a SPA router would.
+    await page.evaluate(
+        """() => {
+            const old = document.querySelector("[data-trigger-stream]");
+            const copy = old.cloneNode(true);
+            copy.id = "again";
+            copy.setAttribute("data-state", "connecting");
+            copy.querySelector("[data-trigger-output]").textContent = "";
+            old.replaceWith(copy);
+        }"""
+    )
+    again = page.locator("#again")
+    await expect(again).to_have_attribute("data-state", "complete", timeout=20_000)
+    assert await again.locator("[data-trigger-output]").text_content() == answer
+    kinds = [(m["type"], m["sub"]) for m in sent if m["type"] != "ack"]
+    # The new viewer subscribes before the old one unsubscribes, so the socket stays open.
+    assert kinds == [("subscribe", "s1"), ("subscribe", "s2"), ("unsubscribe", "s1")]
+    assert next(m for m in sent if m.get("sub") == "s2")["cursor"] is None
