@@ -8,7 +8,8 @@ Three readers consume the same emulator stream (small parts, v1 and v2 framing):
 * ``bare`` — a bare httpx-sse loop doing only the unavoidable work (SSE parsing and the JSON
   decoding of each batch and record), with no resume, dedupe or part objects: the ceiling.
 
-Each reader has one warm-up read, then ``--repeats`` measured reads; a read stops at the last
+Each reader has a warm-up read, then the readers take turns for ``--repeats`` measured reads
+(the Node script warms up in each of its processes); a read stops at the last
 part (the stream itself would only end after an idle timeout). The table shows medians: parts/s
 (wall), CPU seconds per 10,000 parts (the reader's process only; the emulator runs in its own),
 and both as ratios to the bare loop. Results go to ``bench/results/latest.json``.
@@ -24,7 +25,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,8 +42,6 @@ RESULTS = BENCH_DIR / "results" / "latest.json"
 NODE_SCRIPT = BENCH_DIR / "sdk_fetch_stream.mjs"
 SECRET_KEY = "tr_dev_bench_" + "0123456789abcdef" * 3
 PER = 10_000
-
-Measure = Callable[[], Awaitable[tuple[int, float, float]]]
 
 
 def small_parts(count: int) -> list[Any]:
@@ -108,17 +106,6 @@ def read_with_sdk(
     return runs
 
 
-async def measure(reader: Measure, repeats: int, expected: int) -> list[dict[str, float]]:
-    await reader()  # warm-up
-    runs = []
-    for _ in range(repeats):
-        count, wall, cpu = await reader()
-        if count != expected:
-            raise SystemExit(f"A reader got {count} parts, expected {expected}")
-        runs.append({"parts": count, "wall_s": wall, "cpu_s": cpu})
-    return runs
-
-
 def summarise(runs: list[dict[str, float]]) -> dict[str, float]:
     parts = runs[0]["parts"]
     return {
@@ -138,13 +125,24 @@ def bench_stream(
     )
     emulator.wait_for(lambda: emulator.run(run_id)["status"] != "EXECUTING", 120)
     url = emulator.url
-    results = {
-        "read_stream": asyncio.run(
-            measure(lambda: read_with_client(url, token, run_id, size), repeats, size)
-        ),
-        "sdk": read_with_sdk(url, token, run_id, size, repeats),
-        "bare": asyncio.run(measure(lambda: read_bare(url, token, run_id, size), repeats, size)),
-    }
+
+    async def python_reader(name: str) -> tuple[int, float, float]:
+        read = read_with_client if name == "read_stream" else read_bare
+        return await read(url, token, run_id, size)
+
+    # Warm up each reader once, then take turns so that drift on the machine hits all alike.
+    for name in ("read_stream", "bare"):
+        asyncio.run(python_reader(name))
+    results: dict[str, list[dict[str, float]]] = {"read_stream": [], "sdk": [], "bare": []}
+    for _ in range(repeats):
+        for name in results:
+            if name == "sdk":
+                results[name] += read_with_sdk(url, token, run_id, size, 1)
+                continue
+            count, wall, cpu = asyncio.run(python_reader(name))
+            if count != size:
+                raise SystemExit(f"{name} got {count} parts, expected {size}")
+            results[name].append({"parts": count, "wall_s": wall, "cpu_s": cpu})
     bare = summarise(results["bare"])
     rows = []
     for reader, runs in results.items():
