@@ -14,6 +14,7 @@ from .conftest import (
     mask_timestamps,
     read_bodies,
     read_body,
+    read_records,
     v1_ids,
 )
 
@@ -119,7 +120,7 @@ def test_v2_run_reads_v1_ingest_as_enveloped_records(emulator, http):
     http.post(stream, content=b'{"n":1}\n"two"\n{"n":', headers=AUTH)
     http.post(stream, content=b"3}\n\nnot json\n", headers=AUTH)
 
-    records = _records(read_body(http, f"/realtime/v1/streams/{run_id}/out"))
+    records = read_records(http, f"/realtime/v1/streams/{run_id}/out", 4)
 
     assert [r["seq_num"] for r in records] == [0, 1, 2, 3]
     envelopes = [json.loads(r["body"]) for r in records]
@@ -408,9 +409,7 @@ def test_ten_thousand_parts_read_back_in_order(emulator, http):
     run_id, token = emulator.trigger("echo-parts", {"parts": parts, "key": "bulk"})
     emulator.wait_for(lambda: emulator.run(run_id)["status"] == "COMPLETED_SUCCESSFULLY")
 
-    body = read_body(http, f"/realtime/v1/streams/{run_id}/bulk", token=token)
+    records = read_records(http, f"/realtime/v1/streams/{run_id}/bulk", 10_000, token=token)
 
-    records = _records(body)
     assert [r["seq_num"] for r in records] == list(range(10_000))
     assert [json.loads(r["body"])["data"] for r in records] == parts
-    assert body.count(b"event: batch\n") == 10  # batches of 1000 records
