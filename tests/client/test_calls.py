@@ -251,3 +251,21 @@ def test_constructor_checks():
         )
     with pytest.raises(ValueError, match="base_url"):
         TriggerClient("")
+
+
+async def test_429_waits_until_the_rate_limit_resets(make_client, sleeps, monkeypatch):
+    monkeypatch.setattr("trigger_django.client._client.time.time", lambda: 1000.0)
+    script = Script(
+        httpx.Response(429, headers={"x-ratelimit-reset": "1002500"}),
+        httpx.Response(200, json={"ok": True}),
+    )
+    await make_client(script).send_input("run_1", "s", 1)
+    assert sleeps.delays == [pytest.approx(2.5)]
+
+
+async def test_unreadable_claims_header_is_a_clear_error(make_client):
+    script = Script(
+        httpx.Response(200, json={"id": "run_9"}, headers={"x-trigger-jwt-claims": "{nope"})
+    )
+    with pytest.raises(TriggerError, match="x-trigger-jwt-claims is not a JSON object"):
+        await make_client(script).trigger("t", 1)

@@ -454,3 +454,20 @@ def test_safe_parse_json_is_javascripts_json_parse_or_the_text(text, expected):
     from trigger_django.client._client import _safe_parse_json
 
     assert _safe_parse_json(text) == expected
+
+
+async def test_redirects_are_followed_even_on_a_shared_client(sleeps):
+    from trigger_django.client import TriggerClient
+
+    script = Script(
+        httpx.Response(307, headers={"location": "http://other.test/realtime/v1/streams/r/k"}),
+        v2_response(sse(batch(record(0, "moved")))),
+    )
+    async with (
+        httpx.AsyncClient(transport=script.transport) as shared,
+        TriggerClient("http://trigger.test", secret_key=SECRET, http_client=shared) as client,
+    ):
+        parts = await collect(client.read_stream("r", "k"))
+    assert [p.chunk for p in parts] == ["moved"]
+    assert str(script.requests[1].url) == "http://other.test/realtime/v1/streams/r/k"
+    assert sleeps.delays == []

@@ -384,10 +384,13 @@ class TriggerClient:
             try:
                 try:
                     async with asyncio.timeout(self._header_timeout):
-                        response = await self.http_client.send(request, stream=True)
+                        response = await self.http_client.send(
+                            request, stream=True, follow_redirects=True
+                        )
                 except TimeoutError:
                     raise _RetryableFailure(
-                        f"no response headers within {self._header_timeout:g} s"
+                        f"no response headers within {self._header_timeout:g} s (a slow "
+                        "server, or every pooled connection busy: see max_connections)"
                     ) from None
                 try:
                     if not response.is_success:
@@ -549,7 +552,10 @@ class TriggerClient:
                 "The trigger response carried no x-trigger-jwt token, and without a secret_key "
                 "the client cannot sign one"
             )
-        claims = json.loads(claims_header) if claims_header else {}
+        try:
+            claims = json.loads(claims_header) if claims_header else {}
+        except ValueError:
+            claims = None
         if not isinstance(claims, dict):
             raise TriggerError("x-trigger-jwt-claims is not a JSON object")
         sub = claims.pop("sub", None)
@@ -620,7 +626,7 @@ class TriggerClient:
         for attempt in range(1, self._max_request_attempts + 1):
             try:
                 response = await self.http_client.request(
-                    method, url, content=body, headers=headers
+                    method, url, content=body, headers=headers, follow_redirects=True
                 )
             except httpx.TransportError as exc:
                 last_failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -636,6 +642,8 @@ class TriggerClient:
                 last_status = status
             if attempt < self._max_request_attempts:
                 delay = min(1.0 * 1.6 ** (attempt - 1), 30.0) * (1 - RETRY_JITTER * self._random())
+                if last_status == 429:
+                    delay = _rate_limit_delay(response.headers, default=delay)
                 logger.info(
                     "%s: %s; retrying in %.3f s (attempt %d of %d)",
                     context,
@@ -668,6 +676,14 @@ _URI_COMPONENT_SAFE: Final = "!*'()"
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+def _rate_limit_delay(headers: httpx.Headers, *, default: float) -> float:
+    # The SDK waits until `x-ratelimit-reset` (epoch ms) on a 429; capped like its backoff.
+    reset = headers.get("x-ratelimit-reset", "")
+    if reset.isdigit():
+        return min(max(int(reset) / 1000 - time.time(), 0.0), 30.0)
+    return default
 
 
 def _should_retry(response: httpx.Response) -> bool:
@@ -797,12 +813,14 @@ async def _body_chunks(
 async def _error_message(response: httpx.Response) -> str:
     body = bytearray()
     try:
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) >= _ERROR_BODY_LIMIT:
-                break
-    except httpx.TransportError:
-        pass  # the status alone decides what happens next
+        # Bounded in size and time: the status alone decides what happens next.
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) >= _ERROR_BODY_LIMIT:
+                    break
+    except (httpx.TransportError, TimeoutError):
+        pass
     return _message_from_body(bytes(body), response.headers)
 
 
