@@ -471,3 +471,15 @@ async def test_redirects_are_followed_even_on_a_shared_client(sleeps):
     assert [p.chunk for p in parts] == ["moved"]
     assert str(script.requests[1].url) == "http://other.test/realtime/v1/streams/r/k"
     assert sleeps.delays == []
+
+
+async def test_broken_content_encoding_is_retried(make_client, sleeps):
+    broken = httpx.Response(
+        200,
+        headers={"x-stream-version": "v2", "content-encoding": "gzip"},
+        stream=ChunkStream([b"definitely not gzip"]),
+    )
+    script = Script(broken, v2_response(sse(batch(record(0, "ok")))))
+    parts = await collect(make_client(script).read_stream("run_1"))
+    assert [p.chunk for p in parts] == ["ok"]
+    assert len(sleeps.delays) == 1

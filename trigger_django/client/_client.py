@@ -428,7 +428,7 @@ class TriggerClient:
                 cause = f"{refresh.error.status} (token refreshed)"
             except _RetryableFailure as exc:
                 cause = str(exc)
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:  # network errors, abrupt ends, broken encodings
                 cause = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             state.failures += 1
             delay = retry_delay(state.failures, self._random())
@@ -628,7 +628,7 @@ class TriggerClient:
                 response = await self.http_client.request(
                     method, url, content=body, headers=headers, follow_redirects=True
                 )
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 last_failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 last_status = None
             else:
@@ -819,7 +819,7 @@ async def _error_message(response: httpx.Response) -> str:
                 body += chunk
                 if len(body) >= _ERROR_BODY_LIMIT:
                     break
-    except (httpx.TransportError, TimeoutError):
+    except (httpx.RequestError, TimeoutError):
         pass
     return _message_from_body(bytes(body), response.headers)
 
