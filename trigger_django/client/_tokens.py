@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,6 +31,22 @@ Expiration = str | int | float | timedelta | datetime
 #: Scopes as the SDK's ``auth.createPublicToken`` takes them,
 #: ``{"read": {"runs": ["run_1"]}, "write": {"inputStreams": ["run_1"]}}``, or already flat.
 Scopes = Mapping[str, Any] | Sequence[str]
+
+try:
+    from jwt.warnings import InsecureKeyLengthWarning as _ShortKeyWarning
+except ImportError:  # PyJWT < 2.10 does not warn
+    _ShortKeyWarning = None  # type: ignore[assignment,misc]
+
+
+@contextmanager
+def _trigger_key_lengths() -> Iterator[None]:
+    # Trigger.dev's keys (tr_dev_ + 20 characters) are shorter than PyJWT's recommended 32 bytes
+    # for HS256, but they are the keys the server signs and verifies with: nothing to act on.
+    with warnings.catch_warnings():
+        if _ShortKeyWarning is not None:
+            warnings.simplefilter("ignore", _ShortKeyWarning)
+        yield
+
 
 _MINUTE = 60
 _HOUR = 60 * _MINUTE
@@ -166,7 +184,8 @@ def _sign(secret_key: str, claims: Mapping[str, Any], expiration: Expiration, *,
         "iat": now,
     }
     # headers={"typ": None} drops PyJWT's "typ", leaving exactly {"alg":"HS256"} like jose.
-    return jwt.encode(payload, secret_key, algorithm=JWT_ALGORITHM, headers={"typ": None})
+    with _trigger_key_lengths():
+        return jwt.encode(payload, secret_key, algorithm=JWT_ALGORITHM, headers={"typ": None})
 
 
 def verify_public_token(token: str, secret_key: str) -> list[str]:
@@ -178,14 +197,15 @@ def verify_public_token(token: str, secret_key: str) -> list[str]:
     if not token:
         raise InvalidTokenError("No public access token given")
     try:
-        payload = jwt.decode(
-            token,
-            secret_key,
-            algorithms=[JWT_ALGORITHM],
-            audience=JWT_AUDIENCE,
-            issuer=JWT_ISSUER,
-            options={"require": ["exp"]},
-        )
+        with _trigger_key_lengths():
+            payload = jwt.decode(
+                token,
+                secret_key,
+                algorithms=[JWT_ALGORITHM],
+                audience=JWT_AUDIENCE,
+                issuer=JWT_ISSUER,
+                options={"require": ["exp"]},
+            )
     except jwt.ExpiredSignatureError as exc:
         raise InvalidTokenError("Public access token has expired") from exc
     except jwt.InvalidSignatureError as exc:
