@@ -95,6 +95,10 @@ class HttpError(Exception):
         self.headers = headers or []
 
 
+class ShuttingDown(Exception):
+    """The server is stopping while a request body is still being received."""
+
+
 def not_found() -> HttpError:
     return HttpError(404, {"error": "Not found"}, [(b"x-should-retry", b"false")])
 
@@ -122,10 +126,20 @@ class Request:
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
 
-    async def chunks(self) -> Any:
-        """The request body, one ASGI message at a time."""
+    async def chunks(self, stop: asyncio.Event | None = None) -> Any:
+        """The request body, one ASGI message at a time; ``stop`` ends it with ``ShuttingDown``."""
         while not self.body_done:
-            message = await self.receive()
+            if stop is None:
+                message = await self.receive()
+            else:
+                receiving = asyncio.ensure_future(self.receive())
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait((receiving, stopping), return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                if not receiving.done():
+                    receiving.cancel()
+                    raise ShuttingDown
+                message = receiving.result()
             if message["type"] == "http.disconnect":
                 self.body_done = True
                 raise ConnectionResetError("client disconnected during the request body")
@@ -616,7 +630,7 @@ class EmulatorApp:
         v2 = stream.version == "v2"
         decoder = _Utf8Decoder()
         try:
-            async for raw in request.chunks():
+            async for raw in request.chunks(stop=self.state.closing):
                 text = decoder.decode(raw)
                 if not text:
                     continue
@@ -636,6 +650,10 @@ class EmulatorApp:
                     stream.append_text(text, client_id=client_id, chunk_index=chunk_index)
                 chunk_index += 1
         except ConnectionResetError:
+            return
+        except ShuttingDown:
+            # The SDK writer retries 503 with a HEAD resume query, as after a real restart.
+            await response.json(503, {"error": "The emulator is shutting down"})
             return
         await response.empty(200)
 

@@ -13,23 +13,23 @@ from typing import TextIO
 import uvicorn
 
 from trigger_django.emulator.app import EmulatorApp
-from trigger_django.emulator.sse import InjectedDrop
+from trigger_django.emulator.sse import AbortConnection
 from trigger_django.emulator.state import EmulatorConfig
 
 LISTENING_MESSAGE = "Trigger.dev emulator listening on {url}"
 
 
-class _HideInjectedDrops(logging.Filter):
-    """Injected drops are deliberate; uvicorn would log each as an application error."""
+class _HideDeliberateAborts(logging.Filter):
+    """Injected drops and shutdown aborts are deliberate; uvicorn would log them as errors."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, InjectedDrop)
+        return not isinstance(exc, AbortConnection)
 
 
 class EmulatorServer(uvicorn.Server):
     """A uvicorn server that announces its URL once it accepts connections and, on shutdown,
-    ends open SSE reads first so that it does not wait for their idle timeouts."""
+    drops open SSE reads and ingest bodies first so that it does not wait for them."""
 
     def __init__(
         self, config: uvicorn.Config, app: EmulatorApp, on_started: Callable[[], None]
@@ -86,7 +86,7 @@ async def serve(
     stream = out or sys.stdout
     sock = bind_socket(host, port)
     url = url_for(host, sock.getsockname()[1])
-    logging.getLogger("uvicorn.error").addFilter(_HideInjectedDrops())
+    logging.getLogger("uvicorn.error").addFilter(_HideDeliberateAborts())
     uvicorn_config = uvicorn.Config(
         app,
         log_level="warning",

@@ -22,8 +22,12 @@ V1_BATCH_ENTRIES = 1000
 _RECORD_OVERHEAD = 8
 
 
-class InjectedDrop(Exception):
+class AbortConnection(Exception):
     """Raised inside the ASGI app to make uvicorn drop the connection mid-body."""
+
+
+class InjectedDrop(AbortConnection):
+    """A ``drop`` fault."""
 
 
 @dataclass(slots=True)
@@ -114,7 +118,8 @@ async def serve_stream(session: ReadSession, send: SendBytes) -> None:
             if session.disconnected.done():
                 return
             if session.closing.is_set():
-                break
+                # Like a real server going away: no clean end, so clients reconnect.
+                raise AbortConnection("the emulator is shutting down")
             if cursor >= len(stream.records) and loop.time() >= last_sent + session.ping_interval:
                 if v2:
                     await send(f'event: ping\ndata: {{"timestamp":{now_ms()}}}\n\n'.encode())

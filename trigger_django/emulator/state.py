@@ -27,7 +27,6 @@ INPUT_STREAM_PREFIX = "$trigger.input:"
 REQUEST_LOG_LIMIT = 100_000
 
 
-
 _JS_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
