@@ -59,7 +59,8 @@ DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": os.environ.get("DJANGO_DB_NAME", str(BASE_DIR / "db.sqlite3")),
-        "TEST": {"NAME": str(BASE_DIR / "test_db.sqlite3")},
+        # Overridable so that several test runs on one checkout do not share a file.
+        "TEST": {"NAME": os.environ.get("DJANGO_TEST_DB_NAME", str(BASE_DIR / "test_db.sqlite3"))},
     }
 }
 
