@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import httpx
 import pytest
@@ -483,3 +484,40 @@ async def test_broken_content_encoding_is_retried(make_client, sleeps):
     parts = await collect(make_client(script).read_stream("run_1"))
     assert [p.chunk for p in parts] == ["ok"]
     assert len(sleeps.delays) == 1
+
+
+async def test_logs_retries_and_terminal_errors_but_never_credentials(make_client, caplog):
+    caplog.set_level(logging.DEBUG, logger="trigger_django.client")
+
+    async def refresh() -> str:
+        return "fresh-secret-token"
+
+    script = Script(
+        httpx.Response(503, json={"error": "overloaded"}),
+        httpx.Response(401, json={"error": "expired"}),
+        v2_response(sse(batch(record(0, "a"))), error=dropped()),
+        httpx.Response(404, json={"error": "Not found"}),
+    )
+    client = make_client(script, access_token="stale-secret-token")
+    with pytest.raises(NotFoundError):
+        await collect(client.read_stream("run_1", refresh_token=refresh))
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert (
+        logging.INFO,
+        "Stream run_1/default: status 503 (overloaded); reconnecting in 0.075 s "
+        "(attempt 1, Last-Event-ID None)",
+    ) in messages
+    assert any(
+        level == logging.INFO and "refreshing the access token" in m for level, m in messages
+    )
+    assert any(
+        level == logging.INFO and "RemoteProtocolError" in m and "Last-Event-ID 0" in m
+        for level, m in messages
+    )
+    assert messages[-1] == (
+        logging.WARNING,
+        "404 Could not subscribe to stream run_1/default: Not found",
+    )
+    for _, message in messages:
+        assert "secret-token" not in message
+        assert SECRET not in message
