@@ -14,7 +14,9 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qs
 
+from trigger_django.emulator import shapes
 from trigger_django.emulator.auth import (
     AuthError,
     Credentials,
@@ -301,6 +303,9 @@ class EmulatorApp:
         if segments == ["api", "v1", "auth", "public-tokens"] and method == "POST":
             await self._public_token(request, token, response)
             return
+        if segments[:3] == ["realtime", "v1", "runs"] and len(segments) == 4 and method == "GET":
+            await self._run_shape(request, token, response, segments[3])
+            return
         if segments[:3] == ["realtime", "v1", "streams"]:
             rest = segments[3:]
             if len(rest) == 3 and rest[1] == "input":
@@ -396,6 +401,7 @@ class EmulatorApp:
                 stream_version=version,
                 tags=tags,
                 idempotency_key=str(idempotency_key) if idempotency_key else None,
+                number=len(self.state.runs) + 1,
             )
             self.state.runs[run.id] = run
             if idempotency_key:
@@ -466,6 +472,64 @@ class EmulatorApp:
         )
         await response.json(200, {"token": minted})
 
+    # -- run subscriptions (Electric shape) -------------------------------------------------
+
+    async def _run_shape(
+        self, request: Request, token: str | None, response: Response, run_id: str
+    ) -> None:
+        credentials = authenticate(token, self.config.secret_key, allow_jwt=True)
+        run = self._run_or_404(run_id)
+        self._authorize_read(credentials, run)
+        query = parse_qs(request.query)
+        skip_columns = ",".join(query.get("skipColumns", [])).split(",")
+        realtime = credentials.claims.get("realtime")
+        if isinstance(realtime, dict) and isinstance(realtime.get("skipColumns"), list):
+            # A token's realtime.skipColumns overrides the query parameter, as on the server.
+            skip_columns = [str(column) for column in realtime["skipColumns"]]
+        headers = [
+            (b"cache-control", b"no-store"),
+            (b"electric-handle", f"run-{run.internal_id}".encode()),
+            (b"access-control-expose-headers", b"*"),
+        ]
+        if query.get("live", [""])[0] != "true":
+            headers += [
+                (b"electric-offset", shapes.offset_for(run).encode()),
+                (b"electric-schema", shapes.schema_header(skip_columns).encode()),
+            ]
+            body = [shapes.change_message(run, "insert", skip_columns), shapes.UP_TO_DATE]
+            await response.json(200, body, headers)
+            return
+        offset = query.get("offset", ["-1"])[0]
+        seen = shapes.revision_of(offset)
+        if run.revision <= seen:
+            changed = run.changed()
+            disconnected = asyncio.ensure_future(_wait_disconnect(request))
+            closing = asyncio.ensure_future(self.state.closing.wait())
+            try:
+                await asyncio.wait(
+                    (changed, disconnected, closing),
+                    timeout=shapes.LIVE_HOLD_SECONDS,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                for waiter in (changed, disconnected, closing):
+                    waiter.cancel()
+        self.state.shape_cursor += 1
+        headers.append((b"electric-cursor", str(self.state.shape_cursor).encode()))
+        if run.revision > seen:
+            headers.append((b"electric-offset", shapes.offset_for(run).encode()))
+            body = [shapes.change_message(run, "update", skip_columns), shapes.UP_TO_DATE]
+        else:
+            headers.append((b"electric-offset", offset.encode()))
+            body = [shapes.UP_TO_DATE]
+        await response.json(200, body, headers)
+
+    def _authorize_read(self, credentials: Credentials, run: Run) -> None:
+        resources = [("runs", run.id), ("tasks", run.task_identifier)]
+        resources += [("tags", tag) for tag in run.tags]
+        if not authorized(credentials, "read", resources):
+            raise _unauthorized()
+
     # -- reading streams --------------------------------------------------------------------
 
     async def _read_stream(
@@ -479,10 +543,7 @@ class EmulatorApp:
     ) -> None:
         credentials = authenticate(token, self.config.secret_key, allow_jwt=True)
         run = self._run_or_404(run_id)
-        resources = [("runs", run.id), ("tasks", run.task_identifier)]
-        resources += [("tags", tag) for tag in run.tags]
-        if not authorized(credentials, "read", resources):
-            raise _unauthorized()
+        self._authorize_read(credentials, run)
         timeout = self._timeout_seconds(request.header("timeout-seconds"), is_input)
         name = INPUT_STREAM_PREFIX + key if is_input else key
         stream = run.stream(name)

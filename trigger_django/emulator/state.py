@@ -225,9 +225,14 @@ class Run:
     output: Any = None
     error: Any = None
     created_at: int = field(default_factory=now_ms)
+    internal_id: str = field(default_factory=lambda: "cm" + secrets.token_hex(12))
+    number: int = 0
+    updated_at: int = field(default_factory=now_ms)
+    #: Bumped on every change a run subscription shows (status, metadata, streams, output).
+    revision: int = 0
     completed_at: int | None = None
     task: asyncio.Task[None] | None = None
-    status_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _watchers: set[asyncio.Future[None]] = field(default_factory=set)
 
     @property
     def is_finished(self) -> bool:
@@ -243,6 +248,25 @@ class Run:
     def add_realtime_stream(self, key: str) -> None:
         if key not in self.realtime_streams:
             self.realtime_streams.append(key)
+            self.touch()
+
+    def set_metadata(self, values: dict[str, Any]) -> None:
+        self.metadata.update(values)
+        self.touch()
+
+    def touch(self) -> None:
+        """Record a change and wake run subscriptions."""
+        self.revision += 1
+        self.updated_at = max(now_ms(), self.updated_at)
+        for watcher in list(self._watchers):
+            if not watcher.done():
+                watcher.set_result(None)
+
+    def changed(self) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watchers.add(future)
+        future.add_done_callback(self._watchers.discard)
+        return future
 
     def finish(self, status: str, *, output: Any = None, error: Any = None) -> bool:
         """Mark the run finished; returns ``False`` when it already was."""
@@ -252,7 +276,7 @@ class Run:
         self.output = output
         self.error = error
         self.completed_at = now_ms()
-        self.status_changed.set()
+        self.touch()
         return True
 
     def to_json(self) -> dict[str, Any]:
@@ -283,6 +307,8 @@ class Run:
             "metadata": self.metadata,
             "output": self.output,
             "error": self.error,
+            "number": self.number,
+            "revision": self.revision,
             "createdAt": self.created_at,
             "completedAt": self.completed_at,
         }
@@ -335,6 +361,7 @@ class EmulatorState:
         # Bounded, so a long benchmark cannot grow it without limit.
         self.requests: deque[LoggedRequest] = deque(maxlen=REQUEST_LOG_LIMIT)
         self._request_index = 0
+        self.shape_cursor = 0
         self.closing = asyncio.Event()
 
     # -- runs -------------------------------------------------------------------------------

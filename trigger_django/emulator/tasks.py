@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -18,6 +19,7 @@ from trigger_django.emulator.state import (
     EmulatorConfig,
     Run,
     Stream,
+    js_json,
 )
 
 logger = logging.getLogger(__name__)
@@ -108,7 +110,7 @@ class RunContext:
         return received[cursor].data
 
     def set_metadata(self, **values: Any) -> None:
-        self._run.metadata.update(values)
+        self._run.set_metadata(values)
 
     def complete(self, output: Any = None) -> None:
         self._run.finish("COMPLETED_SUCCESSFULLY", output=output)
@@ -118,9 +120,19 @@ class RunContext:
 
 
 def _error_json(error: Any) -> Any:
+    """The error as a ``TaskRunError`` (the shape the SDK validates run errors against)."""
     if isinstance(error, BaseException):
-        return {"type": "BUILT_IN_ERROR", "name": type(error).__name__, "message": str(error)}
-    return error
+        return {
+            "type": "BUILT_IN_ERROR",
+            "name": type(error).__name__,
+            "message": str(error),
+            "stackTrace": "".join(traceback.format_exception(error)),
+        }
+    if isinstance(error, str):
+        return {"type": "STRING_ERROR", "raw": error}
+    if isinstance(error, dict) and "type" in error:
+        return error
+    return {"type": "CUSTOM_ERROR", "raw": js_json(error)}
 
 
 async def execute(function: TaskFunction, run: Run, config: EmulatorConfig) -> None:
