@@ -127,6 +127,18 @@ def parts_of(messages: list[dict[str, Any]], sub: str = "s1") -> list[dict[str, 
     ]
 
 
+def after_terminals(count: int) -> Callable[[dict[str, Any]], bool]:
+    """Stop after ``count`` complete/error messages, whatever their subscriptions."""
+    seen: list[dict[str, Any]] = []
+
+    def until(message: dict[str, Any]) -> bool:
+        if message["type"] in ("complete", "error"):
+            seen.append(message)
+        return len(seen) == count
+
+    return until
+
+
 def terminal(sub: str = "s1") -> Callable[[dict[str, Any]], bool]:
     return lambda m: m["type"] in ("complete", "error") and m.get("sub") == sub
 
@@ -304,24 +316,15 @@ async def test_resumes_after_the_cursor_and_honours_start_index(upstream: Any, u
     await communicator.send_json_to(subscribe_message(user, run_id, sub="b", start_index=4))
     messages = await collect(
         communicator,
-        until=lambda m: sum(x["type"] == "complete" for x in messages_seen(m)) == 2,
+        until=after_terminals(2),
     )
     assert [p["chunk"] for p in parts_of(messages, "a")] == list("def")
     assert [p["chunk"] for p in parts_of(messages, "b")] == list("ef")
     await communicator.disconnect()
 
 
-_SEEN: list[dict[str, Any]] = []
-
-
-def messages_seen(message: dict[str, Any]) -> list[dict[str, Any]]:
-    _SEEN.append(message)
-    return _SEEN
-
-
 @pytest.fixture(autouse=True)
-def _reset_seen() -> None:
-    _SEEN.clear()
+def _reset_calls() -> None:
     ALLOW_CALLS.clear()
 
 
@@ -355,7 +358,7 @@ async def test_upstream_404_is_an_in_band_error_and_the_socket_stays_open(
     await communicator.send_json_to(subscribe_message(user, run_id, sub="fine"))
     messages = await collect(
         communicator,
-        until=lambda m: {x["type"] for x in messages_seen(m)} >= {"error", "complete"},
+        until=after_terminals(2),
     )
     error = next(m for m in messages if m["type"] == "error")
     assert error["sub"] == "missing"
@@ -374,7 +377,7 @@ async def test_two_viewers_share_one_socket(upstream: Any, user: Any) -> None:
     await communicator.send_json_to(subscribe_message(user, second, "other", sub="two"))
     messages = await collect(
         communicator,
-        until=lambda m: sum(x["type"] == "complete" for x in messages_seen(m)) == 2,
+        until=after_terminals(2),
     )
     assert [p["chunk"] for p in parts_of(messages, "one")] == ["a1", "a2", "a3"]
     assert [p["chunk"] for p in parts_of(messages, "two")] == ["b1", "b2"]
@@ -465,7 +468,13 @@ async def test_unsubscribe_and_disconnect_leave_no_task_running(upstream: Any, u
     communicator = await connect(user)
     await communicator.send_json_to(subscribe_message(user, first, sub="one", timeout=30))
     await communicator.send_json_to(subscribe_message(user, second, sub="two", timeout=30))
-    await collect(communicator, until=lambda m: m["type"] == "parts")
+    streaming: set[str] = set()
+
+    def both_streaming(message: dict[str, Any]) -> bool:
+        streaming.update(batch["sub"] for batch in message.get("streams", []))
+        return streaming == {"one", "two"}
+
+    await collect(communicator, until=both_streaming)
     assert {t.get_name() for t in consumer_tasks()} == {
         "trigger_django:flush",
         "trigger_django:upstream:one",
