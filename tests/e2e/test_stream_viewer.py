@@ -12,6 +12,7 @@ from playwright.async_api import expect
 
 from tests.e2e.conftest import E2E_PASSWORD, E2E_USER, ROOT, DaphneServer, artifact
 from trigger_django.emulator.tasks import demo_answer_tokens
+from trigger_django.tickets import make_ticket
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -156,3 +157,40 @@ async def test_viewers_added_later_subscribe_and_removed_ones_unsubscribe(
     # The new viewer subscribes before the old one unsubscribes, so the socket stays open.
     assert kinds == [("subscribe", "s1"), ("subscribe", "s2"), ("unsubscribe", "s1")]
     assert next(m for m in sent if m.get("sub") == "s2")["cursor"] is None
+
+
+async def test_one_socket_carries_every_viewer_json_chunks_and_max_parts(
+    page: Any, daphne_server: DaphneServer, emulator: Any, e2e_user: Any
+) -> None:
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    chunks = ["a", {"n": 1}, 2, "<b>not html</b>"]
+    run_id, _ = emulator.trigger("echo-parts", {"parts": chunks})
+    ticket = make_ticket(user_pk=e2e_user.pk, run_id=run_id, key="default")
+    await page.goto(f"{daphne_server.url}/")
+    # Two viewers of the same stream added after load: all parts in one, the last two in the other.
+    await page.evaluate(
+        """([ticket, runId]) => {
+            for (const [id, maxParts] of [["all", ""], ["last-two", "2"]]) {
+                const el = document.createElement("div");
+                el.id = id;
+                Object.assign(el.dataset, {
+                    triggerStream: "", ticket, runId, key: "default", timeout: "1", maxParts,
+                });
+                el.innerHTML = "<div data-trigger-output></div>";
+                document.querySelector("main").append(el);
+            }
+        }""",
+        [ticket, run_id],
+    )
+    for viewer_id in ("all", "last-two"):
+        await expect(page.locator(f"#{viewer_id}")).to_have_attribute(
+            "data-state", "complete", timeout=10_000
+        )
+    texts = {
+        viewer_id: await page.locator(f"#{viewer_id} [data-trigger-output]").text_content()
+        for viewer_id in ("all", "last-two")
+    }
+    assert texts == {"all": 'a{"n":1}\n2\n<b>not html</b>', "last-two": "2\n<b>not html</b>"}
+    assert await page.locator("main b").count() == 0  # text, never markup
+    assert len(sockets) == 1
