@@ -317,16 +317,22 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
     async def flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
         window = self.config.throttle_ms / 1000
-        while True:
-            await self.dirty.wait()
-            # Leading edge: send at once if the last frame is older than the window; otherwise
-            # coalesce everything that arrives until the window ends.
-            delay = self.last_flush + window - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            self.dirty.clear()
-            self.last_flush = loop.time()
-            await self.send_pending()
+        try:
+            while True:
+                await self.dirty.wait()
+                # Leading edge: send at once if the last frame is older than the window;
+                # otherwise coalesce everything that arrives until the window ends.
+                delay = self.last_flush + window - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                self.dirty.clear()
+                self.last_flush = loop.time()
+                await self.send_pending()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("trigger_django: sending to the browser failed")
+            await self.refuse_from_task(CloseCode.INTERNAL_ERROR)
 
     async def send_pending(self) -> None:
         while True:
@@ -349,9 +355,22 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             # daphne's send never suspends: give the loop a turn between frames.
             await asyncio.sleep(0)
         for sub_id, subscription in list(self.subscriptions.items()):
-            if subscription.terminal is not None and not subscription.pending:
-                del self.subscriptions[sub_id]
+            # The pop guards against an unsubscribe that came in while an earlier terminal
+            # message was being sent.
+            if (
+                subscription.terminal is not None
+                and not subscription.pending
+                and self.subscriptions.pop(sub_id, None) is not None
+            ):
                 await self.send_json(subscription.terminal)
+
+    async def refuse_from_task(self, code: int) -> None:
+        """Close from inside the flusher: stop the readers (not this task), then close."""
+        readers = [s.task for s in self.subscriptions.values()]
+        self.subscriptions.clear()
+        await _cancel(readers)
+        self.flusher = None
+        await self.close(code=code)
 
     async def stop_all(self) -> None:
         tasks: list[asyncio.Task[None] | None] = [s.task for s in self.subscriptions.values()]
