@@ -16,7 +16,7 @@ from django.core import signing
 from django.test import Client
 
 from trigger_django.client import verify_public_token
-from trigger_django.consumers import StreamConsumer
+from trigger_django.consumers import StreamConsumer, Subscription, cursor_key
 from trigger_django.routing import websocket_urlpatterns
 from trigger_django.tickets import TICKET_SALT, Ticket, make_ticket
 from trigger_django.upstream import aclose_http_clients, mint_public_token
@@ -506,3 +506,27 @@ async def test_the_example_asgi_stack_checks_the_origin(origin: bytes, accepted:
     assert connected is accepted
     if accepted:  # then the session check: nobody is logged in
         await expect_close(communicator, 4401)
+
+
+# -- cursors and acknowledgements (pure) --------------------------------------------------------
+
+
+def test_cursor_order_is_numeric_for_v2_and_v1_ids() -> None:
+    assert cursor_key("9") < cursor_key("10")
+    assert cursor_key("99999999999999999999") > cursor_key("9999999999999999999")
+    assert cursor_key("1735689600000-2") < cursor_key("1735689600000-10")
+    assert cursor_key("1735689600000-10") < cursor_key("1735689600001-0")
+
+
+def test_acknowledging_frees_the_window_frame_by_frame() -> None:
+    subscription = Subscription("s1", Ticket("1", "run_1", "default", None), None, None, None)
+    for last_id, count in (("4", 5), ("9", 5), ("12", 3)):
+        subscription.in_flight.append((last_id, count))
+        subscription.unacked += count
+    subscription.acknowledge("3", window=10)  # inside the first frame: nothing freed yet
+    assert (subscription.unacked, subscription.room.is_set()) == (13, False)
+    subscription.acknowledge("9", window=10)
+    assert (subscription.unacked, subscription.room.is_set()) == (3, True)
+    subscription.acknowledge("12", window=10)
+    assert subscription.unacked == 0
+    assert not subscription.in_flight
