@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +17,13 @@ from django.core import signing
 from django.test import Client
 
 from trigger_django.client import verify_public_token
-from trigger_django.consumers import StreamConsumer, Subscription, cursor_key
+from trigger_django.consumers import (
+    MAX_PARTS_PER_FRAME,
+    MAX_SUBSCRIPTIONS,
+    StreamConsumer,
+    Subscription,
+    cursor_key,
+)
 from trigger_django.routing import websocket_urlpatterns
 from trigger_django.tickets import TICKET_SALT, Ticket, make_ticket
 from trigger_django.upstream import aclose_http_clients, mint_public_token
@@ -530,3 +537,18 @@ def test_acknowledging_frees_the_window_frame_by_frame() -> None:
     subscription.acknowledge("12", window=10)
     assert subscription.unacked == 0
     assert not subscription.in_flight
+
+
+def test_the_docs_state_the_codes_and_limits_the_code_uses() -> None:
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "stream-viewer.md").read_text()
+    for code in (4400, 4401, 4403, 4404, 1011, 1012, 1013):
+        assert f"| {code}" in docs or f"/ {code} |" in docs, code
+    assert f"At most {MAX_SUBSCRIPTIONS} subscriptions per socket" in docs
+    assert f"at most {MAX_PARTS_PER_FRAME} parts per frame" in docs
+    assert f"salt\n  `{TICKET_SALT}`" in docs or f"`{TICKET_SALT}`" in docs
+    script = (
+        Path(__file__).resolve().parents[1]
+        / "trigger_django/static/trigger_django/trigger-django.js"
+    ).read_text()
+    retryable = script.split("RETRYABLE_CLOSE_CODES = [", 1)[1].split("]", 1)[0]
+    assert {int(c) for c in retryable.split(",")} == {1001, 1005, 1006, 1011, 1012, 1013, 1014}
