@@ -13,7 +13,7 @@ from .conftest import AUTH, read_body, read_records
 @pytest.fixture
 def five_parts(emulator):
     run_id, _ = emulator.trigger("echo-parts", {"parts": ["a", "b", "c", "d", "e"]})
-    emulator.wait_for(lambda: emulator.run(run_id)["status"] == "COMPLETED_SUCCESSFULLY")
+    emulator.wait_for_status(run_id, "COMPLETED_SUCCESSFULLY")
     return run_id
 
 

@@ -131,7 +131,7 @@ def test_v2_run_reads_v1_ingest_as_enveloped_records(emulator, http):
 
 async def test_v2_last_event_id_is_exclusive(emulator):
     run_id, _ = emulator.trigger("echo-parts", {"parts": [0, 1, 2, 3, 4]})
-    emulator.wait_for(lambda: emulator.run(run_id)["status"] == "COMPLETED_SUCCESSFULLY")
+    emulator.wait_for_status(run_id, "COMPLETED_SUCCESSFULLY")
     path = f"/realtime/v1/streams/{run_id}/default"
     last_event_ids = ["2", "2-7", "0", "4", "garbage"]
 
@@ -407,7 +407,7 @@ def test_unknown_run_is_404_with_envelope(http):
 def test_ten_thousand_parts_read_back_in_order(emulator, http):
     parts = [{"i": i, "text": f"token {i}"} for i in range(10_000)]
     run_id, token = emulator.trigger("echo-parts", {"parts": parts, "key": "bulk"})
-    emulator.wait_for(lambda: emulator.run(run_id)["status"] == "COMPLETED_SUCCESSFULLY")
+    emulator.wait_for_status(run_id, "COMPLETED_SUCCESSFULLY")
 
     records = read_records(http, f"/realtime/v1/streams/{run_id}/bulk", 10_000, token=token)
 

@@ -194,7 +194,7 @@ class EmulatorProcess:
         return result
 
     def wait_for(
-        self, predicate: Callable[[], _T], timeout: float = 10.0, interval: float = 0.02
+        self, predicate: Callable[[], _T | None], timeout: float = 10.0, interval: float = 0.02
     ) -> _T:
         """Call ``predicate`` until it returns something truthy; return that, or time out."""
         deadline = time.monotonic() + timeout
@@ -205,6 +205,15 @@ class EmulatorProcess:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Condition not met within {timeout} s.")
             time.sleep(interval)
+
+    def wait_for_status(self, run_id: str, status: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Wait until the run has ``status`` (e.g. ``COMPLETED_SUCCESSFULLY``); return it."""
+
+        def reached() -> dict[str, Any] | None:
+            run = self.run(run_id)
+            return run if run["status"] == status else None
+
+        return self.wait_for(reached, timeout)
 
     # -- internals --------------------------------------------------------------------------
 
