@@ -688,28 +688,13 @@ class EmulatorApp:
             chunk_index = int(parsed)
         run.add_realtime_stream(key)
         stream = run.stream(key)
-        v2 = stream.version == "v2"
         decoder = _Utf8Decoder()
         try:
             async for raw in request.chunks(stop=self.state.closing):
                 text = decoder.decode(raw)
-                if not text:
-                    continue
-                if v2:
-                    # Lines split across body reads (or across POSTs of one writer) are re-joined,
-                    # as the v1 reader does; each complete line becomes one record.
-                    lines = (stream.pending_lines.pop(client_id, "") + text).split("\n")
-                    if lines[-1]:
-                        stream.pending_lines[client_id] = lines[-1]
-                    for line in lines[:-1]:
-                        if line.strip():
-                            stream.append_json_line(
-                                line, client_id=client_id, chunk_index=chunk_index
-                            )
-                    stream.record_chunk(client_id, chunk_index)
-                else:
-                    stream.append_text(text, client_id=client_id, chunk_index=chunk_index)
-                chunk_index += 1
+                if text:
+                    stream.ingest(text, client_id=client_id, chunk_index=chunk_index)
+                    chunk_index += 1
         except ConnectionResetError:
             return
         except ShuttingDown:

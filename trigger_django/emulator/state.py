@@ -143,7 +143,20 @@ class Stream:
         body = '{"data":' + data_text + ',"id":"' + nanoid() + '"}'
         return self.append_text(body, client_id=client_id, chunk_index=chunk_index)
 
-    def record_chunk(self, client_id: str, chunk_index: int) -> None:
+    def ingest(self, text: str, *, client_id: str, chunk_index: int) -> None:
+        """Store one body read of the v1 ingest POST (§2.7b)."""
+        if self.version == "v1":
+            # One Redis entry per body read; lines are split when read.
+            self.append_text(text, client_id=client_id, chunk_index=chunk_index)
+            return
+        # v2: one record per line. Lines split across body reads (or across POSTs of one
+        # writer) are re-joined, as the v1 reader does.
+        lines = (self.pending_lines.pop(client_id, "") + text).split("\n")
+        if lines[-1]:
+            self.pending_lines[client_id] = lines[-1]
+        for line in lines[:-1]:
+            if line.strip():
+                self.append_json_line(line, client_id=client_id, chunk_index=chunk_index)
         self.last_chunk_index[client_id] = chunk_index
 
     def v1_start(self, last_event_id: str | None) -> int:
