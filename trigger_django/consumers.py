@@ -64,6 +64,8 @@ class CloseCode:
 MAX_SUBSCRIPTIONS = 64
 #: Parts per WebSocket frame; a flush with more sends several frames, yielding in between.
 MAX_PARTS_PER_FRAME = 512
+#: Seconds of upstream silence beyond the idle timeout after which a connection counts as dead.
+STALL_MARGIN = 30
 #: A carried or minted token is replaced when it has less than this left, in seconds.
 TOKEN_REFRESH_MARGIN = 60
 
@@ -274,12 +276,16 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 return await self.token_for(ticket, fresh=True)
 
             client = get_client(access_token=token)
+            timeout = subscription.timeout or self.config.timeout_seconds
             stream: AsyncIterator[StreamPart] = client.read_stream(
                 ticket.run_id,
                 ticket.key,
                 last_event_id=subscription.cursor,
                 start_index=None if subscription.cursor else subscription.start_index,
-                timeout_seconds=subscription.timeout or self.config.timeout_seconds,
+                timeout_seconds=timeout,
+                # The server ends a stream idle for `timeout`; silence well beyond that means
+                # the connection died without a FIN, so reconnect (resuming from the cursor).
+                stall_timeout=timeout + STALL_MARGIN,
                 refresh_token=refresh_token,
             )
             async with contextlib.aclosing(stream):  # type: ignore[type-var]
