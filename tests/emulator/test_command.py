@@ -23,7 +23,9 @@ LISTENING = re.compile(r"^Trigger\.dev emulator listening on http://127\.0\.0\.1
 @pytest.fixture(scope="module")
 def fast_pings():
     with EmulatorProcess(
-        secret_key=SECRET, stream_version="v1", extra_args=("--ping-interval", "0.2")
+        secret_key=SECRET,
+        stream_version="v1",
+        extra_args=("--ping-interval", "0.2", "--tasks-module", "tests.emulator.extra_tasks"),
     ) as process:
         yield process
 
@@ -60,6 +62,23 @@ async def test_keep_alive_pings_in_both_framings(fast_pings):
     assert v2_events[:-2]
     for event in v2_events[:-2]:
         assert re.fullmatch(r'event: ping\ndata: \{"timestamp":\d{13}\}', event)
+
+
+def test_tasks_module_registers_simulated_tasks(fast_pings):
+    replied, token = fast_pings.trigger("shout-and-wait", {"text": "hello big world"})
+    fast_pings.wait_for(lambda: fast_pings.run(replied)["streams"].get("loud") == 3)
+    httpx.post(
+        f"{fast_pings.url}/realtime/v1/streams/{replied}/input/reply",
+        json={"data": "hi"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert fast_pings.wait_for_status(replied, "COMPLETED_SUCCESSFULLY")["output"] == {
+        "reply": "hi"
+    }
+
+    silent, _ = fast_pings.trigger("shout-and-wait", {"text": "", "wait": 0.05})
+    run = fast_pings.wait_for_status(silent, "COMPLETED_WITH_ERRORS")
+    assert run["error"] == {"type": "STRING_ERROR", "raw": "no reply"}
 
 
 def _spawn(tmp_path: Path, *args: str, env_key: str | None = None) -> tuple[subprocess.Popen, Path]:
