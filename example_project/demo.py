@@ -51,7 +51,13 @@ def _wait_for_port(host: str, port: int, process: subprocess.Popen[bytes], timeo
     raise SystemExit(f"daphne did not accept connections on {host}:{port} within {timeout:.0f} s")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    # A SIGTERM (a supervisor, `kill`) stops the servers as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     host = os.environ.get("DEMO_HOST", "127.0.0.1")
     port = int(os.environ.get("DEMO_PORT", "8000"))
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "example_project.settings"}
