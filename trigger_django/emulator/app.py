@@ -655,9 +655,9 @@ class EmulatorApp:
         run = self._write_target(run_id, target)
         client_id = request.header("x-client-id") or "default"
         if request.method == "PUT":
-            run.add_realtime_stream(key)
             if run.is_finished:
                 raise HttpError(400, "Cannot initialize a realtime stream on a completed run")
+            run.add_realtime_stream(key)
             run.stream(key)
             # Always v1: the SDK's v2 writer talks S2S to S2, which the emulator does not speak.
             await response.json(202, {"version": "v1"})
