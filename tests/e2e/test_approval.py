@@ -147,3 +147,29 @@ async def test_without_javascript_the_form_posts_and_redirects_back_with_a_messa
         await page.screenshot(path=artifact("approval-no-js.png"), full_page=True)
     finally:
         await context.close()
+
+
+async def test_a_form_added_after_load_is_enhanced_too(
+    page: Any, daphne_server: DaphneServer, emulator: Any
+) -> None:
+    run_id = start_demo_run(emulator)
+    await page.goto(f"{daphne_server.url}/runs/{run_id}/")
+    await expect(page.locator(FORM)).to_have_attribute("data-state", "ready")
+    # Swap the form for a freshly rendered one, as an htmx swap would.
+    await page.evaluate(
+        """async () => {
+          const html = await (await fetch(location.href)).text();
+          const fresh = new DOMParser().parseFromString(html, "text/html")
+            .querySelector("form[data-trigger-input]");
+          fresh.id = "swapped";
+          const old = document.querySelector("form[data-trigger-input]");
+          old.replaceWith(document.adoptNode(fresh));
+        }"""
+    )
+    swapped = page.locator("form#swapped")
+    await expect(swapped).to_have_attribute("data-state", "ready")
+    await swapped.get_by_role("button", name="Reject").click()
+    await expect(swapped).to_have_attribute("data-state", "sent")
+    assert page.url == f"{daphne_server.url}/runs/{run_id}/"
+    run = await wait_for_task(emulator, run_id)
+    assert [entry["data"] for entry in run["inputs"]] == [{"approved": False, "reviewer": E2E_USER}]

@@ -165,6 +165,9 @@
     if (response.status === 401) {
       return "Your session has ended. Log in again and retry.";
     }
+    if (response.ok) {
+      return "The server sent an unexpected answer. Reload the page to see whether the input was sent.";
+    }
     return "The server answered " + response.status + (response.statusText ? " " + response.statusText : "") + ".";
   }
 
@@ -174,7 +177,8 @@
     form.setAttribute("aria-busy", "true");
     setDisabled(form, true);
     show(alertElement(form), "");
-    fetch(form.action, {
+    // getAttribute, not form.action: a field named "action" would shadow the property.
+    fetch(form.getAttribute("action") || window.location.href, {
       method: "POST",
       body: body,
       credentials: "same-origin",
