@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import httpx
 
-from trigger_django.client import TriggerClient, sign_public_token
+from trigger_django.client import TriggerClient, TriggerError, sign_public_token
 from trigger_django.conf import get_config
 
 __all__ = ["aclose_http_clients", "get_client", "get_http_client", "mint_public_token"]
@@ -82,19 +82,14 @@ async def _subject(api_url: str, secret_key: str) -> str:
     lock = _subject_lock.setdefault(loop, asyncio.Lock())
     async with lock:
         if cache_key not in _subject_by_key:
-            response = await get_http_client().post(
-                f"{api_url}/api/v1/auth/jwt/claims",
-                headers={
-                    "Authorization": f"Bearer {secret_key}",
-                    "Content-Type": "application/json",
-                },
-            )
-            if response.status_code != 200:
+            try:
+                claims = await get_client().jwt_claims()
+            except TriggerError as exc:
                 raise UpstreamConfigurationError(
-                    f"Trigger.dev refused POST /api/v1/auth/jwt/claims with status "
-                    f"{response.status_code}; check the secret key."
-                )
-            _subject_by_key[cache_key] = str(response.json()["sub"])
+                    f"Could not fetch the token claims from Trigger.dev ({exc}); "
+                    "check the secret key and the API URL."
+                ) from exc
+            _subject_by_key[cache_key] = str(claims["sub"])
     return _subject_by_key[cache_key]
 
 

@@ -571,6 +571,17 @@ class TriggerClient:
 
     # -- tokens --------------------------------------------------------------------------------
 
+    async def jwt_claims(self) -> dict[str, Any]:
+        """The environment's token claims, ``{"sub": <environment id>, "pub": true}``, as the
+        SDK's ``generateJWTClaims`` fetches them (``POST /api/v1/auth/jwt/claims``)."""
+        response = await self._request(
+            "POST", "/api/v1/auth/jwt/claims", None, context="Could not fetch the token claims"
+        )
+        claims = _json_or_none(response)
+        if not isinstance(claims, dict) or not isinstance(claims.get("sub"), str):
+            raise TriggerError("Unexpected answer from /api/v1/auth/jwt/claims (no 'sub')")
+        return claims
+
     async def create_public_token(
         self,
         scopes: Scopes,
@@ -586,12 +597,7 @@ class TriggerClient:
         flat = flatten_scopes(scopes)  # validate before any request
         if not self._secret_key:
             raise TriggerError("create_public_token needs the secret_key to sign the token")
-        response = await self._request(
-            "POST", "/api/v1/auth/jwt/claims", None, context="Could not fetch the token claims"
-        )
-        claims = _json_or_none(response)
-        if not isinstance(claims, dict) or not isinstance(claims.get("sub"), str):
-            raise TriggerError("Unexpected answer from /api/v1/auth/jwt/claims (no 'sub')")
+        claims = await self.jwt_claims()
         sub = claims.pop("sub")
         claims.pop("pub", None)
         return sign_public_token(
