@@ -13,15 +13,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import jwt
 from django.core import signing
 from django.utils.module_loading import import_string
 
+from trigger_django.client import InvalidTokenError, decode_public_token
 from trigger_django.conf import get_config
-
-#: Claims the SDK puts in every public token (trigger-protocol §4.1).
-JWT_ISSUER = "https://id.trigger.dev"
-JWT_AUDIENCE = "https://api.trigger.dev"
 
 __all__ = [
     "TICKET_SALT",
@@ -121,23 +117,16 @@ def token_claims(token: str) -> dict[str, Any] | None:
     if not secret_key:
         return None
     try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            secret_key,
-            algorithms=["HS256"],
-            audience=JWT_AUDIENCE,
-            issuer=JWT_ISSUER,
-        )
-    except jwt.PyJWTError:
+        return decode_public_token(token, secret_key)
+    except InvalidTokenError:
         return None
-    return claims
 
 
 def is_run_read_token(token: str, run_id: str) -> bool:
     """True only if ``token`` is a valid public token whose scopes are exactly
     ``["read:runs:<run_id>"]``: safe to render into that run's page."""
     claims = token_claims(token)
-    if claims is None or claims.get("pub") is not True:
+    if claims is None:
         return False
     return claims.get("scopes") == [f"read:runs:{run_id}"] and not claims.get("otu")
 

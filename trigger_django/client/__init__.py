@@ -30,6 +30,7 @@ from ._errors import (
 from ._models import RunHandle, StreamPart
 from ._sse import ServerSentEvent, SSEDecoder
 from ._tokens import (
+    decode_public_token,
     flatten_scopes,
     scope_allows,
     sign_public_token,
@@ -57,6 +58,7 @@ __all__ = [
     "TriggerError",
     "UnprocessableEntityError",
     "UpstreamUnavailableError",
+    "decode_public_token",
     "flatten_scopes",
     "retry_delay",
     "scope_allows",

@@ -189,10 +189,17 @@ def _sign(secret_key: str, claims: Mapping[str, Any], expiration: Expiration, *,
 
 
 def verify_public_token(token: str, secret_key: str) -> list[str]:
-    """Check a public access token and return its scopes.
+    """Check a public access token and return its scopes (see :func:`decode_public_token`)."""
+    scopes: list[str] = decode_public_token(token, secret_key)["scopes"]
+    return scopes
+
+
+def decode_public_token(token: str, secret_key: str) -> dict[str, Any]:
+    """Check a public access token and return its claims.
 
     Verifies the HS256 signature with ``secret_key``, the issuer, the audience, the expiry and
-    ``pub: true``. Raises :class:`InvalidTokenError` saying what was wrong.
+    ``pub: true``, and that ``scopes`` (``[]`` when absent) is a list of strings. Raises
+    :class:`InvalidTokenError` saying what was wrong.
     """
     if not token:
         raise InvalidTokenError("No public access token given")
@@ -222,10 +229,10 @@ def verify_public_token(token: str, secret_key: str) -> list[str]:
         raise InvalidTokenError(f"Public access token is invalid: {exc}") from exc
     if payload.get("pub") is not True:
         raise InvalidTokenError("Token is not a public access token (its 'pub' claim is not true)")
-    scopes = payload.get("scopes", [])
+    scopes = payload.setdefault("scopes", [])
     if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
         raise InvalidTokenError("Public access token 'scopes' claim is not a list of strings")
-    return scopes
+    return payload
 
 
 def _parse_scope(scope: str) -> tuple[str, str | None, str | None] | None:

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import warnings
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core import signing
+
+from trigger_django.client import sign_public_token
+from trigger_django.tickets import (
+    TICKET_SALT,
+    TicketError,
+    is_run_read_token,
+    load_ticket,
+    make_ticket,
+)
+
+# Real Trigger.dev secret keys are 27 bytes, below PyJWT's recommended HMAC key length.
+REAL_LENGTH_KEY = "tr_dev_" + "k" * 20
+
+
+def read_token(secret_key: str, scopes: list[str], expires_in: int = 600) -> str:
+    return sign_public_token(secret_key, sub="env_1", scopes=scopes, expiration=expires_in)
+
+
+def test_a_ticket_round_trips():
+    ticket = load_ticket(make_ticket(user_pk=7, run_id="run_1", key="ai-output"))
+    assert (ticket.user_pk, ticket.run_id, ticket.key, ticket.access_token) == (
+        "7",
+        "run_1",
+        "ai-output",
+        None,
+    )
+
+
+def test_an_old_ticket_is_expired():
+    ticket = make_ticket(user_pk=7, run_id="run_1", key="default")
+    with pytest.raises(TicketError, match="expired") as caught:
+        load_ticket(ticket, max_age=-1)
+    assert caught.value.reason == "expired"
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"u": "7", "r": "../run", "k": "default"}, {"u": "7", "r": "run_1"}, ["run_1"]],
+)
+def test_a_signed_but_malformed_ticket_is_invalid(payload):
+    with pytest.raises(TicketError, match="not valid"):
+        load_ticket(signing.dumps(payload, salt=TICKET_SALT))
+
+
+def test_a_ticket_signed_for_another_purpose_is_invalid():
+    with pytest.raises(TicketError, match="not valid"):
+        load_ticket(signing.dumps({"u": "7", "r": "run_1", "k": "default"}, salt="other"))
+
+
+@pytest.mark.parametrize(
+    ("scopes", "expected"),
+    [
+        (["read:runs:run_1"], True),
+        (["read:runs:run_2"], False),
+        (["read:runs"], False),
+        (["read:runs:run_1", "write:inputStreams:run_1"], False),
+    ],
+)
+def test_only_a_token_reading_exactly_this_run_may_be_rendered(settings, scopes, expected):
+    settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "SECRET_KEY": REAL_LENGTH_KEY}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no InsecureKeyLengthWarning for real-length keys
+        assert is_run_read_token(read_token(REAL_LENGTH_KEY, scopes), "run_1") is expected
+
+
+def test_an_expired_or_foreign_token_is_not_rendered(settings):
+    key = settings.TRIGGER_DJANGO["SECRET_KEY"]
+    an_hour_ago = datetime.now(tz=UTC) - timedelta(hours=1)
+    expired = sign_public_token(
+        key, sub="env_1", scopes=["read:runs:run_1"], expiration=an_hour_ago
+    )
+    assert not is_run_read_token(expired, "run_1")
+    foreign = read_token("tr_dev_" + "x" * 40, ["read:runs:run_1"])
+    assert not is_run_read_token(foreign, "run_1")
