@@ -1,4 +1,4 @@
-"""The token endpoint: POST /trigger/token/<run_id>/ (login, CSRF, permission hook)."""
+"""The token endpoint: POST /trigger/runs/<run_id>/token/ (login, CSRF, permission hook)."""
 
 from __future__ import annotations
 
@@ -35,30 +35,32 @@ async def logged_in(django_user_model: Any) -> AsyncClient:
 
 
 async def test_anonymous_json_callers_get_401_json() -> None:
-    response = await AsyncClient().post("/trigger/token/run_abc/", headers={"accept": "*/*"})
+    response = await AsyncClient().post("/trigger/runs/run_abc/token/", headers={"accept": "*/*"})
     assert response.status_code == 401
     assert response.json() == {"error": "Authentication required."}
 
 
 async def test_anonymous_browsers_are_sent_to_the_login_page() -> None:
-    response = await AsyncClient().post("/trigger/token/run_abc/", headers={"accept": "text/html"})
+    response = await AsyncClient().post(
+        "/trigger/runs/run_abc/token/", headers={"accept": "text/html"}
+    )
     assert response.status_code == 302
-    assert response["Location"].startswith("/login/?next=/trigger/token/run_abc/")
+    assert response["Location"].startswith("/login/?next=/trigger/runs/run_abc/token/")
 
 
 async def test_only_post(logged_in: AsyncClient) -> None:
-    assert (await logged_in.get("/trigger/token/run_abc/")).status_code == 405
+    assert (await logged_in.get("/trigger/runs/run_abc/token/")).status_code == 405
 
 
 async def test_csrf_is_enforced(django_user_model: Any) -> None:
     user = await django_user_model.objects.acreate(username="eve")
     client = AsyncClient(enforce_csrf_checks=True)
     await client.aforce_login(user)
-    assert (await client.post("/trigger/token/run_abc/")).status_code == 403
+    assert (await client.post("/trigger/runs/run_abc/token/")).status_code == 403
 
 
 async def test_invalid_run_id_says_what_is_wrong(logged_in: AsyncClient) -> None:
-    response = await logged_in.post("/trigger/token/run..x/")
+    response = await logged_in.post("/trigger/runs/run..x/token/")
     assert response.status_code == 400
     assert "Invalid run id 'run..x'" in response.json()["error"]
 
@@ -68,7 +70,7 @@ async def test_the_permission_hook_can_refuse(logged_in: AsyncClient, settings: 
         **settings.TRIGGER_DJANGO,
         "AUTHORIZE": "tests.test_views.deny_everything",
     }
-    response = await logged_in.post("/trigger/token/run_abc/")
+    response = await logged_in.post("/trigger/runs/run_abc/token/")
     assert response.status_code == 403
     assert response.json() == {"error": "You may not read run run_abc."}
 
@@ -78,7 +80,7 @@ async def test_mints_a_token_that_reads_exactly_that_run(
 ) -> None:
     run_id, _ = emulator.trigger("echo-parts", {"parts": ["one", "two"]})
     before = int(time.time())
-    response = await logged_in.post(f"/trigger/token/{run_id}/")
+    response = await logged_in.post(f"/trigger/runs/{run_id}/token/")
     assert response.status_code == 200
     assert response["Cache-Control"] == "no-store"
     body = response.json()

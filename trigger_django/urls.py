@@ -9,6 +9,6 @@ from trigger_django import views
 app_name = "trigger_django"
 
 urlpatterns = [
-    path("token/<str:run_id>/", views.token_view, name="token"),
+    path("runs/<str:run_id>/token/", views.token_view, name="token"),
     path("runs/<str:run_id>/input/<str:stream_id>/", views.send_input_view, name="send_input"),
 ]
