@@ -197,6 +197,18 @@ def test_viewer_options() -> None:
     )
 
 
+def test_viewer_markdown_exact_html() -> None:
+    html, _ = split_ticket(render('{% stream_viewer "run_abc123" "ai-output" render="markdown" %}'))
+    assert html == EXPECTED_VIEWER.replace(
+        'data-throttle-ms="16" aria-live', 'data-throttle-ms="16" data-render="markdown" aria-live'
+    )
+
+
+def test_viewer_render_text_is_the_default_markup() -> None:
+    html, _ = split_ticket(render('{% stream_viewer "run_abc123" "ai-output" render="text" %}'))
+    assert html == EXPECTED_VIEWER
+
+
 @override_settings(TRIGGER_DJANGO={"SECRET_KEY": SECRET, "TIMEOUT_SECONDS": 120, "THROTTLE_MS": 50})
 def test_viewer_defaults_come_from_settings() -> None:
     attrs = parse(render('{% stream_viewer "run_abc123" %}')).elements[0][1]
@@ -236,6 +248,16 @@ def test_viewer_with_another_partial() -> None:
         ('{% stream_viewer "run_1" timeout="x" %}', {}, "timeout= must be an integer, got 'x'"),
         ('{% stream_viewer "run_1" max_parts=0 %}', {}, "max_parts= must be >= 1, got 0"),
         ("{% stream_viewer nothing %}", {"nothing": 42}, "must be a run id or a defined stream"),
+        (
+            '{% stream_viewer "run_1" render="html" %}',
+            {},
+            "render= must be 'text' or 'markdown', got 'html'",
+        ),
+        (
+            '{% stream_viewer "run_1" render=mode %}',
+            {"mode": None},
+            "render= must be 'text' or 'markdown', got None",
+        ),
     ],
 )
 def test_viewer_bad_arguments_say_what_is_wrong(

@@ -26,6 +26,9 @@ from trigger_django.tickets import (
 register = template.Library()
 
 DEFAULT_STREAM_KEY = "default"
+#: ``render=`` values: ``text`` inserts parts as text; ``markdown`` renders them through the
+#: script's allow-list renderer (docs/stream-viewer.md, *Markdown*).
+RENDER_MODES = ("text", "markdown")
 
 
 def _csp_nonce(context: Context) -> str | None:
@@ -93,6 +96,7 @@ def stream_viewer(
     max_parts: int | None = None,
     template: str = "trigger_django/stream_viewer.html",
     id: str | None = None,
+    render: str = "text",
 ) -> SafeString:
     """Render a live viewer of one output stream of one run.
 
@@ -116,6 +120,7 @@ def stream_viewer(
         max_parts=max_parts,
         template_name=template,
         element_id=id,
+        render=render,
     )
 
 
@@ -138,9 +143,14 @@ def render_stream_viewer(
     max_parts: int | None = None,
     template_name: str = "trigger_django/stream_viewer.html",
     element_id: str | None = None,
+    render: str = "text",
 ) -> SafeString:
     """The typed function behind ``{% stream_viewer %}``."""
     config = get_config()
+    if render not in RENDER_MODES:
+        raise template.TemplateSyntaxError(
+            f"stream_viewer: render= must be 'text' or 'markdown', got {render!r}."
+        )
     try:
         run_id = validate_run_id(run_id)
         key = validate_stream_key(key)
@@ -174,6 +184,7 @@ def render_stream_viewer(
         if max_parts is None
         else _optional_int("max_parts", max_parts, minimum=1),
         "element_id": element_id,
+        "render": render,
     }
     return mark_safe(render_to_string(template_name, viewer_context).strip())
 
