@@ -95,6 +95,8 @@
       startIndex: intData(el, "startIndex"),
       throttleMs: intData(el, "throttleMs") || 0,
       maxParts: intData(el, "maxParts"),
+      markdown: el.dataset.render === "markdown",
+      source: "", // markdown: the text rendered last
       state: el.getAttribute("data-state") || "connecting",
       cursor: null, // last applied {id, i}
       pending: [], // received, not yet applied
@@ -231,6 +233,195 @@
     }
   }
 
+  // --- markdown (render="markdown") ----------------------------------------------------------
+  // Streamed text is untrusted. It becomes DOM through createElement and textContent only: no
+  // HTML parser ever sees it, so raw HTML in it stays literal text and only these elements can
+  // exist. The one attribute that carries streamed text is an <a>'s href, after safeHref().
+  var MD_MAX_NESTING = 8; // deeper quotes, lists or emphasis render as plain text
+  var MD_FENCE = /^ {0,3}(`{3,})[^`]*$/;
+  var MD_HEADING = /^ {0,3}(#{1,6})(?:[ \t]+(.*))?$/;
+  var MD_RULE = /^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$/;
+  var MD_QUOTE = /^ {0,3}> ?(.*)$/;
+  var MD_ITEM = /^ {0,3}([-*+]|\d{1,9}[.)])(?:[ \t]+(.*))?$/;
+  var MD_INDENTED = /^(?:\t| {2,})/;
+  var MD_BLANK = /^[ \t]*$/;
+  // Earliest match wins; at one position: code, link, strong, em (which may hold a strong), hard
+  // break, escape. Emphasis spans at most ~500 characters, so a paragraph of unclosed markers
+  // costs linear time, not quadratic; no alternative can backtrack exponentially.
+  var MD_INLINE = /(`+)|\[([^\[\]\n]*)\]\(((?:[^()\s]|\([^()\s]*\))*)\)|(\*\*|__)(?=\S)([\s\S]{0,500}?\S)\4|(\*|_)(?=\S)((?:(?!\6)[\s\S]|\6\6(?:(?!\6)[\s\S])+?\6\6){0,500}?(?!\6)\S)\6|(?: {2,}|\\)\n|\\([!-\/:-@\[-`{-~])/g;
+  var LINK_PROTOCOLS = ["http:", "https:", "mailto:"];
+
+  function mdElement(name, parent) {
+    return parent.appendChild(document.createElement(name));
+  }
+
+  function mdText(parent, text) {
+    if (text) { parent.appendChild(document.createTextNode(text)); }
+  }
+
+  function safeHref(url) {
+    // Browsers drop tabs and newlines inside URLs and leading controls ("java\tscript:"):
+    // check the scheme they would see, then the protocol their own parser resolves.
+    var seen = url.replace(/[\t\n\r]/g, "").replace(/^[\u0000-\u0020]+/, "");
+    var scheme = /^([a-z][a-z0-9+.\-]*):/i.exec(seen);
+    if (scheme && LINK_PROTOCOLS.indexOf(scheme[1].toLowerCase() + ":") === -1) { return null; }
+    var probe = document.createElement("a");
+    probe.setAttribute("href", url);
+    return LINK_PROTOCOLS.indexOf(probe.protocol) === -1 ? null : url;
+  }
+
+  function isWordChar(ch) {
+    return !!ch && /[A-Za-z0-9]/.test(ch);
+  }
+
+  function closingBackticks(text, from, length) {
+    var run = /`+/g;
+    run.lastIndex = from;
+    for (var m = run.exec(text); m; m = run.exec(text)) {
+      if (m[0].length === length) { return m.index; }
+    }
+    return -1;
+  }
+
+  function appendInline(parent, text, depth) {
+    if (depth > MD_MAX_NESTING) { mdText(parent, text); return; }
+    var re = new RegExp(MD_INLINE.source, "g"); // one per call: appendInline recurses
+    var at = 0;
+    var unclosed = {}; // backtick run lengths with no closing run left: later ones have none either
+    for (var m = re.exec(text); m; m = re.exec(text)) {
+      var start = m.index;
+      var marker = m[4] || m[6];
+      if (marker && marker[0] === "_" && (isWordChar(text[start - 1]) || isWordChar(text[re.lastIndex]))) {
+        re.lastIndex = start + marker.length; // snake_case_name is not emphasis
+        continue;
+      }
+      if (m[1]) {
+        var close = unclosed[m[1].length] ? -1 : closingBackticks(text, re.lastIndex, m[1].length);
+        // An unclosed run (mid-stream) stays literal; the text after it is still parsed.
+        if (close === -1) { unclosed[m[1].length] = true; continue; }
+        mdText(parent, text.slice(at, start));
+        var code = text.slice(re.lastIndex, close).replace(/\n/g, " ");
+        if (/^ [\s\S]*[^ ][\s\S]* $/.test(code)) { code = code.slice(1, -1); }
+        mdElement("code", parent).textContent = code;
+        re.lastIndex = close + m[1].length;
+        at = re.lastIndex;
+        continue;
+      }
+      mdText(parent, text.slice(at, start));
+      at = re.lastIndex;
+      if (m[3] !== undefined) {
+        var href = safeHref(m[3]);
+        if (href === null) { appendInline(parent, m[2], depth + 1); continue; }
+        var link = mdElement("a", parent);
+        link.setAttribute("href", href);
+        link.setAttribute("rel", "noopener noreferrer nofollow");
+        appendInline(link, m[2], depth + 1);
+      } else if (m[4]) {
+        appendInline(mdElement("strong", parent), m[5], depth + 1);
+      } else if (m[6]) {
+        appendInline(mdElement("em", parent), m[7], depth + 1);
+      } else if (m[8] !== undefined) {
+        mdText(parent, m[8]);
+      } else {
+        mdElement("br", parent);
+      }
+    }
+    mdText(parent, text.slice(at));
+  }
+
+  function startsBlock(line) {
+    return MD_FENCE.test(line) || MD_HEADING.test(line) || MD_RULE.test(line) ||
+      MD_QUOTE.test(line) || MD_ITEM.test(line);
+  }
+
+  function isOrdered(marker) {
+    return /\d/.test(marker);
+  }
+
+  function appendList(parent, lines, k, depth) {
+    var first = MD_ITEM.exec(lines[k]);
+    var ordered = isOrdered(first[1]);
+    var list = mdElement(ordered ? "ol" : "ul", parent);
+    var number = parseInt(first[1], 10);
+    if (ordered && number !== 1) { list.setAttribute("start", String(number)); }
+    var m;
+    while (k < lines.length && (m = MD_ITEM.exec(lines[k])) && !MD_RULE.test(lines[k]) &&
+        isOrdered(m[1]) === ordered) {
+      var text = [m[2] || ""];
+      var children = [];
+      for (k++; k < lines.length; k++) {
+        var line = lines[k];
+        if (MD_BLANK.test(line)) {
+          // A blank line ends the item; the list goes on if an indented line or another item follows.
+          var next = k;
+          while (next < lines.length && MD_BLANK.test(lines[next])) { next++; }
+          if (next < lines.length && MD_INDENTED.test(lines[next])) { children.push(""); continue; }
+          k = next < lines.length && MD_ITEM.test(lines[next]) ? next : k;
+          break;
+        }
+        if (MD_INDENTED.test(line)) {
+          var inner = line.replace(/^(?:\t| {1,4})/, "");
+          if (children.length === 0 && !startsBlock(inner)) { text.push(inner); } else { children.push(inner); }
+        } else if (!startsBlock(line) && children.length === 0) {
+          text.push(line); // a lazy continuation of the item's text
+        } else {
+          break;
+        }
+      }
+      var item = mdElement("li", list);
+      appendInline(item, text.join("\n").trim(), depth + 1);
+      if (children.length) { appendBlocks(item, children, depth + 1); }
+    }
+    return k;
+  }
+
+  function appendBlocks(parent, lines, depth) {
+    if (depth > MD_MAX_NESTING) { mdText(parent, lines.join("\n")); return; }
+    var k = 0;
+    var m;
+    while (k < lines.length) {
+      var line = lines[k];
+      if (MD_BLANK.test(line)) {
+        k++;
+      } else if ((m = MD_FENCE.exec(line))) {
+        // Runs to its closing fence, or to the end: an open code block while streaming.
+        var body = [];
+        for (k++; k < lines.length; k++) {
+          var fence = /^ {0,3}(`{3,})[ \t]*$/.exec(lines[k]);
+          if (fence && fence[1].length >= m[1].length) { k++; break; }
+          body.push(lines[k]);
+        }
+        mdElement("code", mdElement("pre", parent)).textContent = body.join("\n");
+      } else if ((m = MD_HEADING.exec(line))) {
+        var heading = mdElement("h" + m[1].length, parent);
+        appendInline(heading, (m[2] || "").replace(/(?:^|[ \t]+)#+[ \t]*$/, "").trim(), depth);
+        k++;
+      } else if (MD_RULE.test(line)) {
+        mdElement("hr", parent);
+        k++;
+      } else if (MD_QUOTE.test(line)) {
+        var quoted = [];
+        for (; k < lines.length && (m = MD_QUOTE.exec(lines[k])); k++) { quoted.push(m[1]); }
+        appendBlocks(mdElement("blockquote", parent), quoted, depth + 1);
+      } else if (MD_ITEM.test(line)) {
+        k = appendList(parent, lines, k, depth);
+      } else {
+        var paragraph = [];
+        for (; k < lines.length && !MD_BLANK.test(lines[k]) && (paragraph.length === 0 || !startsBlock(lines[k])); k++) {
+          paragraph.push(lines[k].replace(/^[ \t]+/, ""));
+        }
+        appendInline(mdElement("p", parent), paragraph.join("\n").replace(/\s+$/, ""), depth);
+      }
+    }
+  }
+
+  function renderMarkdown(output, source) {
+    var fragment = document.createDocumentFragment();
+    appendBlocks(fragment, source.replace(/\r\n?/g, "\n").split("\n"), 0);
+    output.textContent = "";
+    output.appendChild(fragment);
+  }
+
   // --- drawing -------------------------------------------------------------------------------
   function scheduleFlush() {
     if (flushScheduled) { return; }
@@ -301,7 +492,13 @@
     }
     viewer.partCount += applied.length;
     // Text only, never HTML: a stream is untrusted content.
-    if (viewer.maxParts) {
+    if (viewer.markdown) {
+      // The whole text again, but only when it changed, and at most once per flush (one
+      // animation frame): the cost grows with frames, not with parts.
+      var source = viewer.maxParts ? viewer.kept.join("") : viewer.source + text;
+      if (source !== viewer.source) { renderMarkdown(output, source); }
+      viewer.source = source;
+    } else if (viewer.maxParts) {
       output.textContent = viewer.kept.join("");
     } else {
       output.appendChild(document.createTextNode(text));
