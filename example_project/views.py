@@ -22,6 +22,9 @@ MAX_PROMPT_LENGTH = 500
 #: The answer's stream stays open until it has been idle this long (the hook's
 #: ``timeoutInSeconds``); ``?timeout=N`` on a run page overrides it (1-600).
 DEFAULT_STREAM_TIMEOUT = 60
+#: The answer is markdown, rendered like the React docs' ``<Streamdown>``; ``?render=text``
+#: shows the raw text instead.
+RENDER_MODES = ("markdown", "text")
 
 
 async def _trigger_demo(prompt: str) -> RunHandle:
@@ -57,4 +60,11 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
         timeout = min(max(int(request.GET.get("timeout", DEFAULT_STREAM_TIMEOUT)), 1), 600)
     except ValueError:
         timeout = DEFAULT_STREAM_TIMEOUT
-    return render(request, "run.html", {"run": {"id": run_id}, "timeout": timeout})
+    render_mode = request.GET.get("render", RENDER_MODES[0])
+    if render_mode not in RENDER_MODES:
+        render_mode = RENDER_MODES[0]
+    return render(
+        request,
+        "run.html",
+        {"run": {"id": run_id}, "timeout": timeout, "render_mode": render_mode},
+    )

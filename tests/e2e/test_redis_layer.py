@@ -95,7 +95,7 @@ async def test_the_viewer_streams_on_a_redis_channel_layer(
     await context.add_init_script(RECORDER)
     page = await context.new_page()
     try:
-        await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=1")
+        await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=1&render=text")
         viewer = page.locator("[data-trigger-stream]")
         await expect(viewer).to_have_attribute("data-state", "complete", timeout=20_000)
         text = await page.locator("[data-trigger-stream] [data-trigger-output]").text_content()

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import html
 import itertools
 import json
 import os
+import re
 from typing import Any
 
 import pytest
 from playwright.async_api import expect
 
 from tests.e2e.conftest import E2E_PASSWORD, E2E_USER, ROOT, DaphneServer, artifact
-from trigger_django.emulator.tasks import demo_answer_tokens
+from trigger_django.emulator.tasks import demo_answer_text, demo_answer_tokens
 from trigger_django.tickets import make_ticket
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -19,6 +21,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 VIEWER = "[data-trigger-stream]"
 OUTPUT = "[data-trigger-stream] [data-trigger-output]"
 OUTPUT_LENGTH_AT_LEAST = f"(n) => document.querySelector('{OUTPUT}').textContent.length >= n"
+OUTPUT_HTML_IS = f"(html) => document.querySelector('{OUTPUT}').innerHTML === html"
 
 
 def start_demo_run(emulator: Any, prompt: str, tokens_per_second: float) -> tuple[str, str]:
@@ -26,6 +29,22 @@ def start_demo_run(emulator: Any, prompt: str, tokens_per_second: float) -> tupl
         "demo-ai-writer", {"prompt": prompt, "tokens_per_second": tokens_per_second}
     )
     return run_id, "".join(demo_answer_tokens(prompt))
+
+
+def rendered_demo_answer(prompt: str) -> str:
+    """The demo answer's markdown as the viewer must render it (its ``innerHTML``)."""
+    heading, paragraph, items, closing = demo_answer_text(prompt).split("\n\n")
+
+    def inline(text: str) -> str:
+        return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text, quote=False))
+
+    assert heading.startswith("## ")
+    assert items.startswith("- ")
+    listed = "".join(f"<li>{inline(item[2:])}</li>" for item in items.split("\n"))
+    return (
+        f"<h2>{inline(heading[3:])}</h2><p>{inline(paragraph)}</p>"
+        f"<ul>{listed}</ul><p>{inline(closing)}</p>"
+    )
 
 
 async def recorded(page: Any) -> dict[str, Any]:
@@ -45,7 +64,7 @@ async def test_text_streams_in_and_completes(
     page: Any, daphne_server: DaphneServer, emulator: Any
 ) -> None:
     run_id, answer = start_demo_run(emulator, "live pages in Django", tokens_per_second=60)
-    await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=1")
+    await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=1&render=text")
     viewer = page.locator(VIEWER)
     await expect(viewer).to_have_attribute("data-state", "complete", timeout=20_000)
     assert await page.locator(OUTPUT).text_content() == answer
@@ -60,7 +79,7 @@ async def test_upstream_drop_mid_stream_loses_and_repeats_nothing(
 ) -> None:
     run_id, answer = start_demo_run(emulator, "surviving dropped connections", 60)
     emulator.inject_fault(run_id, "ai-output", "drop", after=15)
-    await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=1")
+    await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=1&render=text")
     await expect(page.locator(VIEWER)).to_have_attribute("data-state", "complete", timeout=20_000)
     assert await page.locator(OUTPUT).text_content() == answer
     reads = [
@@ -76,7 +95,7 @@ async def test_daphne_restart_mid_stream_resumes_to_the_exact_text(
     page: Any, daphne_server: DaphneServer, emulator: Any
 ) -> None:
     run_id, answer = start_demo_run(emulator, "restarting the server mid-answer", 15)
-    await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=2")
+    await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=2&render=text")
     viewer = page.locator(VIEWER)
     await expect(viewer).to_have_attribute("data-state", "live", timeout=10_000)
     await page.wait_for_function(OUTPUT_LENGTH_AT_LEAST, arg=40, timeout=10_000)
@@ -117,9 +136,10 @@ async def test_demo_log_in_write_with_ai_and_watch(
         await page.fill("input[name=prompt]", prompt)
         await page.click("text=Write with AI")
         await page.wait_for_url(f"{daphne_server.url}/runs/run_*/")
-        answer = "".join(demo_answer_tokens(prompt))
-        await page.wait_for_function(OUTPUT_LENGTH_AT_LEAST, arg=len(answer), timeout=30_000)
-        assert await page.locator(OUTPUT).text_content() == answer
+        # The run page renders the answer as markdown (render="markdown").
+        answer_html = rendered_demo_answer(prompt)
+        await page.wait_for_function(OUTPUT_HTML_IS, arg=answer_html, timeout=30_000)
+        assert await page.locator(f"{OUTPUT} > h2").text_content() == prompt
         await expect(page.locator(VIEWER)).to_have_attribute("data-state", "live")
         await page.screenshot(path=artifact("demo-run.png"), full_page=True)
         # The README's picture: refreshed on request only, so test runs leave the tree clean.
@@ -140,7 +160,7 @@ async def test_viewers_added_later_subscribe_and_removed_ones_unsubscribe(
         lambda ws: ws.on("framesent", lambda payload: sent.append(json.loads(payload))),
     )
     run_id, answer = start_demo_run(emulator, "viewers that come and go", 20)
-    await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=1")
+    await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=1&render=text")
     await page.wait_for_function(OUTPUT_LENGTH_AT_LEAST, arg=10, timeout=10_000)
     # Swap in a fresh copy of the server-rendered viewer, as htmx or a SPA router would.
     await page.evaluate(
