@@ -352,7 +352,7 @@
       for (k++; k < lines.length; k++) {
         var line = lines[k];
         if (MD_BLANK.test(line)) {
-          // A blank line ends the item; the list goes on if an indented line or another item follows.
+          // A blank line ends the item; the list goes on if an indented line or an item follows.
           var next = k;
           while (next < lines.length && MD_BLANK.test(lines[next])) { next++; }
           if (next < lines.length && MD_INDENTED.test(lines[next])) { children.push(""); continue; }
@@ -407,9 +407,10 @@
         k = appendList(parent, lines, k, depth);
       } else {
         var paragraph = [];
-        for (; k < lines.length && !MD_BLANK.test(lines[k]) && (paragraph.length === 0 || !startsBlock(lines[k])); k++) {
+        do {
           paragraph.push(lines[k].replace(/^[ \t]+/, ""));
-        }
+          k++;
+        } while (k < lines.length && !MD_BLANK.test(lines[k]) && !startsBlock(lines[k]));
         appendInline(mdElement("p", parent), paragraph.join("\n").replace(/\s+$/, ""), depth);
       }
     }
