@@ -316,6 +316,29 @@ async def test_token_for_keeps_a_fresh_carried_token_and_replaces_a_stale_one(
     assert await consumer.token_for(Ticket("1", "run_t", "default", None)) == replacement
 
 
+async def test_an_expired_upstream_token_is_re_minted_on_reconnect(
+    upstream: Any, user: Any, settings: Any
+) -> None:
+    # Minted tokens live one second here; the upstream connection drops after about two
+    # seconds, so the reconnect presents an expired token, gets 401, and must re-mint.
+    settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "PUBLIC_TOKEN_TTL": 1}
+    parts = [f"p{i} " for i in range(30)]
+    run_id, _ = upstream.trigger("echo-parts", {"parts": parts, "delay_ms": 100})
+    upstream.inject_fault(run_id, "default", "drop", after=20)
+    communicator = await connect(user)
+    await communicator.send_json_to(subscribe_message(user, run_id))
+    messages = await collect(communicator, until=terminal(), limit=20)
+    await communicator.disconnect()
+
+    assert messages[-1]["type"] == "complete"
+    assert [p["chunk"] for p in parts_of(messages)] == parts
+    reads = [r for r in upstream_requests_for(upstream, run_id) if r["method"] == "GET"]
+    statuses = [r["status"] for r in reads]
+    assert 401 in statuses, f"the reconnect should have met the expired token: {statuses}"
+    assert statuses[statuses.index(401) + 1] == 200
+    assert all(r["jwt_scopes"] == [f"read:runs:{run_id}"] for r in reads)
+
+
 async def test_resumes_after_the_cursor_and_honours_start_index(upstream: Any, user: Any) -> None:
     run_id, _ = upstream.trigger("echo-parts", {"parts": list("abcdef")})
     communicator = await connect(user)
