@@ -217,3 +217,60 @@ async def test_one_socket_carries_every_viewer_json_chunks_and_max_parts(
     assert texts == {"all": 'a{"n":1}\n2\n<b>not html</b>', "last-two": "2\n<b>not html</b>"}
     assert await page.locator("main b").count() == 0  # text, never markup
     assert len(sockets) == 1
+
+
+# Counts the page's WebSocket constructions and their fate, page-side.
+SOCKET_SPY = """
+window.__sockets = [];
+(function () {
+  var Native = window.WebSocket;
+  function Spy(url, protocols) {
+    var ws = protocols === undefined ? new Native(url) : new Native(url, protocols);
+    var record = {state: "connecting"};
+    window.__sockets.push(record);
+    ws.addEventListener("open", function () { record.state = "open"; });
+    ws.addEventListener("close", function () { record.state = "closed"; });
+    return ws;
+  }
+  Spy.prototype = Native.prototype;
+  ["CONNECTING", "OPEN", "CLOSING", "CLOSED"].forEach(function (k) { Spy[k] = Native[k]; });
+  window.WebSocket = Spy;
+})();
+"""
+
+
+@pytest.mark.parametrize(
+    "wake_up",
+    [
+        "window.dispatchEvent(new Event('online'))",
+        "document.dispatchEvent(new Event('visibilitychange'))",
+    ],
+    ids=["online", "visible"],
+)
+async def test_online_and_visible_reconnect_at_once_without_waiting_for_the_backoff(
+    page: Any, daphne_server: DaphneServer, emulator: Any, wake_up: str
+) -> None:
+    run_id, answer = start_demo_run(emulator, "back online after a network change", 15)
+    await page.add_init_script(SOCKET_SPY)
+    await page.clock.install()
+    await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=2&render=text")
+    viewer = page.locator(VIEWER)
+    await expect(viewer).to_have_attribute("data-state", "live", timeout=10_000)
+    await page.wait_for_function(OUTPUT_LENGTH_AT_LEAST, arg=20, timeout=10_000)
+
+    daphne_server.kill()
+    await expect(viewer).to_have_attribute("data-state", "reconnecting", timeout=10_000)
+    # Freeze the page's timers: from here on the backoff's retry timer cannot fire.
+    await page.clock.pause_at(await page.evaluate("Date.now()") + 1000)
+    await page.wait_for_function("window.__sockets.every((s) => s.state === 'closed')")
+    opened_before = await page.evaluate("window.__sockets.length")
+    daphne_server.start()  # same port
+
+    await page.evaluate(wake_up)
+    # Only the wake-up handler can have opened this socket: the timers are frozen.
+    await expect(viewer).to_have_attribute("data-state", "live", timeout=10_000)
+    assert await page.evaluate("window.__sockets.length") == opened_before + 1
+
+    await page.clock.resume()
+    await expect(viewer).to_have_attribute("data-state", "complete", timeout=30_000)
+    assert await page.locator(OUTPUT).text_content() == answer
