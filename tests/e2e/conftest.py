@@ -151,9 +151,10 @@ async def browser() -> AsyncIterator[Any]:
             await chromium.close()
 
 
-# Records, page-side, every state change and the viewer's text after every applied batch.
+# Records, page-side, every state change, the viewer's text after every applied batch, every
+# chunk (`trigger:data`), completion and Content Security Policy violation.
 RECORDER = """
-window.__viewer = {states: [], texts: [], errors: []};
+window.__viewer = {states: [], texts: [], errors: [], chunks: [], completes: [], violations: []};
 document.addEventListener("trigger:state", (e) => {
   window.__viewer.states.push(e.detail.previous + ">" + e.detail.state);
 });
@@ -161,6 +162,11 @@ document.addEventListener("trigger:parts", (e) => {
   window.__viewer.texts.push(e.target.querySelector("[data-trigger-output]").textContent);
 });
 document.addEventListener("trigger:error", (e) => window.__viewer.errors.push(e.detail));
+document.addEventListener("trigger:data", (e) => window.__viewer.chunks.push(e.detail.chunk));
+document.addEventListener("trigger:complete", (e) => window.__viewer.completes.push(e.detail));
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__viewer.violations.push(e.violatedDirective + " " + e.blockedURI);
+});
 """
 
 

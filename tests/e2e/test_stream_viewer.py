@@ -64,13 +64,19 @@ async def test_text_streams_in_and_completes(
     page: Any, daphne_server: DaphneServer, emulator: Any
 ) -> None:
     run_id, answer = start_demo_run(emulator, "live pages in Django", tokens_per_second=60)
-    await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=1&render=text")
+    response = await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=1&render=text")
     viewer = page.locator(VIEWER)
     await expect(viewer).to_have_attribute("data-state", "complete", timeout=20_000)
     assert await page.locator(OUTPUT).text_content() == answer
     record = await recorded(page)
     assert record["states"] == ["connecting>live", "live>complete"]
     assert_growing(record["texts"], answer)
+    # One `trigger:data` per part (the hook's onData), one `trigger:complete` at the end.
+    assert record["chunks"] == demo_answer_tokens("live pages in Django")
+    assert [event["runId"] for event in record["completes"]] == [run_id]
+    # The example project serves a strict CSP; the viewer runs without breaking it.
+    assert "script-src 'self' 'nonce-" in (await response.all_headers())["content-security-policy"]
+    assert record["violations"] == []
     await page.screenshot(path=artifact("stream-viewer-complete.png"), full_page=True)
 
 
