@@ -319,12 +319,13 @@ async def test_token_for_keeps_a_fresh_carried_token_and_replaces_a_stale_one(
 async def test_an_expired_upstream_token_is_re_minted_on_reconnect(
     upstream: Any, user: Any, settings: Any
 ) -> None:
-    # Minted tokens live one second here; the upstream connection drops after about two
-    # seconds, so the reconnect presents an expired token, gets 401, and must re-mint.
-    settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "PUBLIC_TOKEN_TTL": 1}
-    parts = [f"p{i} " for i in range(30)]
+    # Minted tokens live two seconds here (exp has whole seconds, so between one and two); the
+    # upstream connection drops after about 2.8 s, so the reconnect presents an expired token,
+    # gets 401 and must re-mint, and the new token outlives the retry's backoff.
+    settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "PUBLIC_TOKEN_TTL": 2}
+    parts = [f"p{i} " for i in range(34)]
     run_id, _ = upstream.trigger("echo-parts", {"parts": parts, "delay_ms": 100})
-    upstream.inject_fault(run_id, "default", "drop", after=20)
+    upstream.inject_fault(run_id, "default", "drop", after=28)
     communicator = await connect(user)
     await communicator.send_json_to(subscribe_message(user, run_id))
     messages = await collect(communicator, until=terminal(), limit=20)
