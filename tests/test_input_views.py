@@ -145,6 +145,24 @@ async def test_missing_csrf_token_is_refused_for_forms_and_json(emu, alice):
     assert len(input_posts(emu)) == 1
 
 
+async def test_csrf_token_kept_in_the_session_is_checked_too(emu, alice, settings):
+    # With CSRF_USE_SESSIONS the view's own CSRF check reads the secret from the session.
+    settings.CSRF_USE_SESSIONS = True
+    run_id = await start_run(emu)
+    client = AsyncClient(enforce_csrf_checks=True)
+    await client.aforce_login(alice)
+    page = await client.get(reverse("run", args=[run_id]))
+    token = page.context["csrf_token"]
+
+    refused = await post_json(client, url(run_id), {"data": {"approved": True}})
+    assert refused.status_code == 403
+    allowed = await post_json(
+        client, url(run_id), {"data": {"approved": True}}, **{"X-CSRFToken": str(token)}
+    )
+    assert allowed.status_code == 200, allowed.content
+    assert len(input_posts(emu)) == 1
+
+
 @pytest.mark.parametrize("hook", ["deny_writes", "deny_writes_async"])
 async def test_authorize_hook_saying_no_gives_403(emu, client, settings, hook):
     settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "AUTHORIZE": f"{__name__}.{hook}"}
@@ -324,6 +342,37 @@ async def test_double_submit_sends_once(emu, client):
     assert third.json()["data"] == {"approved": True, "reviewer": "alice"}
     assert len(input_posts(emu)) == 1
     assert len(emu.run(run_id)["inputs"]) == 1
+
+
+@pytest.mark.parametrize("key", [123, True, ["k"]])
+async def test_an_idempotency_key_that_is_not_a_string_is_a_400(emu, client, key):
+    run_id = await start_run(emu)
+    response = await post_json(
+        client, url(run_id), {"data": {"approved": True}, "idempotency_key": key}
+    )
+    assert response.status_code == 400
+    assert "idempotency_key" in response.json()["error"]
+    assert input_posts(emu) == []
+
+
+async def test_the_same_rendered_form_is_remembered_per_user(emu, client, django_user_model):
+    # A page cached for several users carries one key: each user's decision is sent. (A run
+    # of a task with no simulated function stays open, so both sends reach it.)
+    run_id, _ = await asyncio.to_thread(emu.trigger, "external-writer", {})
+    key = make_idempotency_key(run_id, "approval")
+    bob = await django_user_model.objects.acreate_user(username="bob", password=PASSWORD)
+    other = AsyncClient()
+    await other.aforce_login(bob)
+    first = await post_json(
+        client, url(run_id), {"data": {"approved": True}, "idempotency_key": key}
+    )
+    second = await post_json(
+        other, url(run_id), {"data": {"approved": False}, "idempotency_key": key}
+    )
+    assert first.status_code == 200
+    assert "duplicate" not in second.json()
+    assert second.json()["data"] == {"approved": False, "reviewer": "bob"}
+    assert len(input_posts(emu)) == 2
 
 
 async def test_simultaneous_double_submit_sends_once(emu, client):

@@ -161,6 +161,8 @@ def _read_input(
             'Send a JSON object of the form {"data": {...}}, with the input\'s fields in "data".',
         )
     key = document.get(IDEMPOTENCY_KEY_FIELD) or request.headers.get("Idempotency-Key") or None
+    if key is not None and not isinstance(key, str):
+        raise _SendFailure(400, f'"{IDEMPOTENCY_KEY_FIELD}" must be the string the form carried.')
     next_url = document.get(NEXT_FIELD)
     return document["data"], key, next_url if isinstance(next_url, str) else None
 
@@ -211,7 +213,8 @@ async def send_input_view(request: HttpRequest, run_id: str, stream_id: str) -> 
     next_url: str | None = None
     try:
         body = _check_body_size(request)
-        rejection = _check_csrf(request)
+        # The check may read the session (CSRF_USE_SESSIONS): not from the event loop.
+        rejection = await sync_to_async(_check_csrf)(request)
         if rejection is not None:
             return rejection
         client_data, key, next_url = _read_input(request, body)
@@ -299,7 +302,9 @@ async def _send_input(
 
     message = success_message(form)
     result = {"ok": True, "message": message, "runId": run_id, "streamId": stream_id}
-    cache_key = f"trigger_django:input:{run_id}:{stream_id}:{nonce}"
+    # Bound to the user too: a page cached for several users must not answer one user's send
+    # with another's.
+    cache_key = f"trigger_django:input:{request.user.pk}:{run_id}:{stream_id}:{nonce}"
     if nonce is not None:
         earlier = await _claim_idempotency_key(cache_key)
         if earlier is not None:
@@ -310,10 +315,14 @@ async def _send_input(
     try:
         token, _ = await mint_public_token([f"write:inputStreams:{run_id}"], ttl=60)
         await get_client(access_token=token).send_input(run_id, stream_id, payload)
-    except (TriggerError, UpstreamConfigurationError) as exc:
+    except BaseException as exc:
+        # Not sent (an upstream error, or the request was cancelled): release the key so the
+        # same form can try again instead of waiting for a send that will never finish.
         if nonce is not None:
-            await cache.adelete(cache_key)  # not sent: let the same form try again
-        raise _upstream_failure(exc, run_id, stream_id) from exc
+            await asyncio.shield(cache.adelete(cache_key))
+        if isinstance(exc, TriggerError | UpstreamConfigurationError):
+            raise _upstream_failure(exc, run_id, stream_id) from exc
+        raise
     if nonce is not None:
         sent = {"message": message, "data": payload}
         await cache.aset(cache_key, sent, timeout=IDEMPOTENCY_KEY_MAX_AGE)
