@@ -13,6 +13,7 @@ from trigger_django.tickets import (
     is_run_read_token,
     load_ticket,
     make_ticket,
+    validate_stream_key,
 )
 
 # Real Trigger.dev secret keys are 27 bytes, below PyJWT's recommended HMAC key length.
@@ -79,3 +80,9 @@ def test_an_expired_or_foreign_token_is_not_rendered(settings):
     assert not is_run_read_token(expired, "run_1")
     foreign = read_token("tr_dev_" + "x" * 40, ["read:runs:run_1"])
     assert not is_run_read_token(foreign, "run_1")
+
+
+@pytest.mark.parametrize("key", [".", "..", "a/b", "../x", ""])
+def test_stream_keys_that_would_change_the_upstream_path_are_refused(key):
+    with pytest.raises(ValueError, match="Invalid stream key"):
+        validate_stream_key(key)

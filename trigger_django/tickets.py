@@ -49,7 +49,8 @@ def validate_run_id(run_id: object) -> str:
 
 
 def validate_stream_key(key: object) -> str:
-    if not isinstance(key, str) or not _STREAM_KEY_RE.match(key) or ".." in key:
+    # "." would be collapsed out of the URL path by the HTTP client ("/streams/run_1/.").
+    if not isinstance(key, str) or not _STREAM_KEY_RE.match(key) or ".." in key or key == ".":
         raise ValueError(
             f"Invalid stream key {key!r}: use letters, digits and '_', '-', '.', ':', '$' "
             "(no '/', no '..')."

@@ -148,6 +148,20 @@ async def test_command_records_are_skipped_but_advance_the_cursor(make_client):
     assert stream.last_event_id == "2"
 
 
+async def test_malformed_record_headers_do_not_end_the_stream(make_client):
+    script = Script(
+        v2_response(
+            sse(batch(record(0, "a", headers=[5]), record(1, "b", headers="x"), record(2, "c")))
+        )
+    )
+    parts = await collect(make_client(script).read_stream("run_1"))
+    assert [(p.id, p.chunk, p.headers) for p in parts] == [
+        ("0", "a", ()),
+        ("1", "b", ()),
+        ("2", "c", ()),
+    ]
+
+
 async def test_malformed_batch_json_does_not_crash_and_advances_the_cursor(make_client):
     script = Script(
         v2_response(

@@ -765,7 +765,8 @@ def _v2_parts(event: ServerSentEvent, state: _StreamState) -> Iterator[StreamPar
         state.cursor = part_id
         headers = record.get("headers")
         if headers:
-            if type(headers) is list and headers[0] and headers[0][0] == "":
+            first = headers[0] if type(headers) is list else None
+            if type(first) is list and first and first[0] == "":
                 continue  # an S2 command record (trim, fence): not application data
             part_headers = _record_headers(headers)
         else:
