@@ -20,6 +20,7 @@ from trigger_django.client import verify_public_token
 from trigger_django.consumers import (
     MAX_PARTS_PER_FRAME,
     MAX_SUBSCRIPTIONS,
+    BadMessage,
     StreamConsumer,
     Subscription,
     cursor_key,
@@ -554,6 +555,7 @@ def test_acknowledging_frees_the_window_frame_by_frame() -> None:
     for last_id, count in (("4", 5), ("9", 5), ("12", 3)):
         subscription.in_flight.append((last_id, count))
         subscription.unacked += count
+        subscription.last_sent = last_id
     subscription.acknowledge("3", window=10)  # inside the first frame: nothing freed yet
     assert (subscription.unacked, subscription.room.is_set()) == (13, False)
     subscription.acknowledge("9", window=10)
@@ -561,6 +563,20 @@ def test_acknowledging_frees_the_window_frame_by_frame() -> None:
     subscription.acknowledge("12", window=10)
     assert subscription.unacked == 0
     assert not subscription.in_flight
+    # An ack beyond what was sent would reopen the window without reading: refused.
+    with pytest.raises(BadMessage, match="never sent"):
+        subscription.acknowledge("13", window=10)
+
+
+async def test_an_ack_for_a_part_never_sent_closes_the_socket_4400(
+    upstream: Any, user: Any
+) -> None:
+    run_id, _ = upstream.trigger("echo-parts", {"parts": ["a", "b"]})
+    communicator = await connect(user)
+    await communicator.send_json_to(subscribe_message(user, run_id, timeout=5))
+    await collect(communicator, until=lambda m: m["type"] == "parts", ack=False)
+    await communicator.send_json_to({"type": "ack", "sub": "s1", "cursor": "9" * 20})
+    await expect_close(communicator, 4400)
 
 
 def test_the_docs_state_the_codes_and_limits_the_code_uses() -> None:

@@ -111,6 +111,8 @@ class Subscription:
     task: asyncio.Task[None] | None = None
     last_id: str | None = None
     occurrence: int = 0
+    #: Cursor of the last part sent to the page.
+    last_sent: str | None = None
 
     @property
     def outstanding(self) -> int:
@@ -128,6 +130,10 @@ class Subscription:
 
     def acknowledge(self, cursor: str, window: int) -> None:
         key = cursor_key(cursor)
+        if self.last_sent is None or key > cursor_key(self.last_sent):
+            # An honest page acknowledges only what it received; anything else would reopen
+            # the window without reading (and let a stalled socket buffer the whole stream).
+            raise BadMessage(f"ack for cursor {cursor!r}, which was never sent")
         while self.in_flight and cursor_key(self.in_flight[0][0]) <= key:
             _, count = self.in_flight.popleft()
             self.unacked -= count
@@ -353,6 +359,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 del subscription.pending[: len(parts)]
                 budget -= len(parts)
                 subscription.in_flight.append((parts[-1]["id"], len(parts)))
+                subscription.last_sent = parts[-1]["id"]
                 subscription.unacked += len(parts)
                 batches.append({"sub": subscription.sub_id, "parts": parts})
             if not batches:

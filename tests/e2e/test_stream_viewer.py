@@ -268,7 +268,7 @@ async def test_online_and_visible_reconnect_at_once_without_waiting_for_the_back
     await expect(viewer).to_have_attribute("data-state", "reconnecting", timeout=10_000)
     # Freeze the page's timers: from here on the backoff's retry timer cannot fire.
     await page.clock.pause_at(await page.evaluate("Date.now()") + 1000)
-    await page.wait_for_function("window.__sockets.every((s) => s.state === 'closed')")
+    await page.wait_for_function("() => window.__sockets.every((s) => s.state === 'closed')")
     opened_before = await page.evaluate("window.__sockets.length")
     daphne_server.start()  # same port
 
