@@ -73,3 +73,17 @@ def test_unknown_setting_key_is_reported_not_raised(configured_settings):
 @override_settings(ASGI_APPLICATION="tests.unguarded_asgi.application")
 def test_websocket_without_origin_validator(configured_settings):
     assert "trigger_django.W006" in check_ids()
+
+
+def test_default_permission_hook_in_production(configured_settings):
+    configured_settings.DEBUG = False
+    assert "trigger_django.W007" in check_ids()
+    configured_settings.TRIGGER_DJANGO = {
+        **configured_settings.TRIGGER_DJANGO,
+        "AUTHORIZE": "tests.test_checks.owner_only",
+    }
+    assert "trigger_django.W007" not in check_ids()
+
+
+def owner_only(user, run_id, action):
+    return False

@@ -15,7 +15,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from trigger_django.conf import get_config
+from trigger_django.conf import DEFAULTS, get_config
 
 
 @register(Tags.compatibility)
@@ -92,6 +92,16 @@ def check_upstream(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> li
                 f"TRIGGER_DJANGO['AUTHORIZE'] {config.authorize!r} cannot be imported: {exc}.",
                 hint="Give the dotted path of a function (user, run_id, action) -> bool.",
                 id="trigger_django.E007",
+            )
+        )
+    if config.authorize == DEFAULTS["AUTHORIZE"] and not settings.DEBUG:
+        messages.append(
+            Warning(
+                "TRIGGER_DJANGO['AUTHORIZE'] is the default hook: every logged-in user may read "
+                "and answer every run whose id they know.",
+                hint="Point AUTHORIZE at a function (user, run_id, action) -> bool that checks "
+                "who owns the run (see docs/installation.md, step 6).",
+                id="trigger_django.W007",
             )
         )
     layers: dict[str, Any] = getattr(settings, "CHANNEL_LAYERS", {}) or {}
