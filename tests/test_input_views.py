@@ -64,6 +64,11 @@ async def client(alice):
 
 @pytest.fixture
 def emu(emulator, trigger_settings):
+    # Programmatic (keyless) sends to "approval" are allowed, validated by the default form.
+    trigger_settings.TRIGGER_DJANGO = {
+        **trigger_settings.TRIGGER_DJANGO,
+        "INPUT_FORMS": {"approval": "trigger_django.forms.ApprovalForm"},
+    }
     emulator.clear_requests()
     return emulator
 
@@ -342,6 +347,16 @@ async def test_double_submit_sends_once(emu, client):
     assert third.json()["data"] == {"approved": True, "reviewer": "alice"}
     assert len(input_posts(emu)) == 1
     assert len(emu.run(run_id)["inputs"]) == 1
+
+
+async def test_a_keyless_send_to_a_stream_without_a_server_chosen_form_is_refused(emu, client):
+    # Only the rendered form's signed key or INPUT_FORMS may choose the validating form; a
+    # client leaving the key out must not fall back to a laxer default.
+    run_id = await start_run(emu)
+    response = await post_json(client, url(run_id, "refund"), {"data": {"approved": True}})
+    assert response.status_code == 400
+    assert "INPUT_FORMS" in response.json()["error"]
+    assert input_posts(emu) == []
 
 
 @pytest.mark.parametrize("key", [123, True, ["k"]])

@@ -290,6 +290,14 @@ async def _send_input(
         except InvalidIdempotencyKey as exc:
             raise _SendFailure(400, str(exc)) from None
         nonce, form_path = parsed.nonce, parsed.form_path
+    if key is None and stream_id not in get_config().input_forms:
+        # Without the rendered form's signed key the client would choose the validation (the
+        # default form instead of the page's): the server must name the form for this stream.
+        raise _SendFailure(
+            400,
+            f"Sends to input stream {stream_id!r} need the rendered form's idempotency_key, or "
+            f"the stream listed in TRIGGER_DJANGO['INPUT_FORMS'] for programmatic sends.",
+        )
     form_class = form_class_for_stream(stream_id, form_path)
     # Forms may touch the database (ModelChoiceField, server_data): validate in a thread.
     form, payload = await sync_to_async(build_payload)(form_class, client_data, request)
