@@ -38,7 +38,8 @@ DEFAULTS: dict[str, Any] = {
     # httpx pool limits for upstream connections; each open stream holds one connection.
     "HTTP_MAX_CONNECTIONS": 1000,
     "HTTP_MAX_KEEPALIVE_CONNECTIONS": 100,
-    # Input streams by id: {"approval": "myapp.forms.ApprovalForm"}; others use the default form.
+    # Input streams by id: {"approval": "myapp.forms.ApprovalForm"}. Rendered forms of other
+    # streams use the default form; programmatic (keyless) sends only reach listed streams.
     "INPUT_FORMS": {},
 }
 
