@@ -99,6 +99,7 @@
       source: "", // markdown: the text rendered last
       state: el.getAttribute("data-state") || "connecting",
       cursor: null, // last applied {id, i}
+      entryBefore: null, // the last applied id before cursor.id (see resumeCursor)
       pending: [], // received, not yet applied
       terminal: null, // complete/error message, applied after the pending parts
       kept: [], // texts of the last maxParts parts
@@ -146,6 +147,16 @@
     }
   }
 
+  // Where to resume upstream. v2 ids name one part each: resume after the last one applied.
+  // A v1 id ("ms-seq") names a Redis entry that may hold more lines than were applied, and the
+  // upstream resumes strictly after an id, so resume after the entry before it: the applied
+  // lines of the current entry come again and are skipped by their (id, i).
+  function resumeCursor(viewer) {
+    if (!viewer.cursor) { return null; }
+    if (viewer.cursor.id.indexOf("-") === -1) { return viewer.cursor.id; }
+    return viewer.entryBefore;
+  }
+
   function subscribe(viewer) {
     if (viewer.done) { return; }
     // Anything received but not yet drawn is applied first, so the cursor is exact.
@@ -160,7 +171,7 @@
       key: viewer.key,
       timeout: viewer.timeout,
       start_index: viewer.startIndex,
-      cursor: viewer.cursor ? viewer.cursor.id : null
+      cursor: resumeCursor(viewer)
     });
   }
 
@@ -462,6 +473,7 @@
       lastReceived = cursor.id;
       // Re-delivered parts (after a reconnect) are at or below the cursor: skip them.
       if (viewer.cursor && compareCursors(cursor, viewer.cursor) <= 0) { continue; }
+      if (viewer.cursor && viewer.cursor.id !== cursor.id) { viewer.entryBefore = viewer.cursor.id; }
       viewer.cursor = cursor;
       applied.push({ id: cursor.id, chunk: part.chunk, timestamp: part.timestamp });
     }
