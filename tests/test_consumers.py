@@ -26,7 +26,7 @@ from trigger_django.consumers import (
     cursor_key,
 )
 from trigger_django.routing import websocket_urlpatterns
-from trigger_django.tickets import TICKET_SALT, Ticket, make_ticket
+from trigger_django.tickets import TICKET_SALT, Ticket, load_ticket, make_ticket
 from trigger_django.upstream import aclose_http_clients, mint_public_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -266,7 +266,7 @@ async def test_streams_every_part_then_completes_in_band(upstream: Any, user: An
     communicator = await connect(user)
     await communicator.send_json_to(subscribe_message(user, run_id))
     messages = await collect(communicator, until=terminal())
-    assert messages[0] == {"type": "subscribed", "sub": "s1"}
+    assert messages[0] == {"type": "subscribed", "sub": "s1", "ticket": messages[0]["ticket"]}
     assert messages[-1] == {"type": "complete", "sub": "s1"}
     parts = parts_of(messages)
     assert [p["chunk"] for p in parts] == chunks
@@ -339,6 +339,24 @@ async def test_an_expired_upstream_token_is_re_minted_on_reconnect(
     assert 401 in statuses, f"the reconnect should have met the expired token: {statuses}"
     assert statuses[statuses.index(401) + 1] == 200
     assert all(r["jwt_scopes"] == [f"read:runs:{run_id}"] for r in reads)
+
+
+async def test_tickets_are_renewed_at_half_their_lifetime(
+    upstream: Any, user: Any, settings: Any
+) -> None:
+    settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "TICKET_MAX_AGE": 2}
+    run_id, _ = upstream.trigger("external-writer", {})  # an open run that stays quiet
+    communicator = await connect(user)
+    await communicator.send_json_to(subscribe_message(user, run_id, timeout=10))
+    subscribed = await communicator.receive_json_from(timeout=5)
+    assert subscribed["type"] == "subscribed"
+    renewal = await communicator.receive_json_from(timeout=5)
+    assert renewal["type"] == "ticket"
+    assert renewal["sub"] == "s1"
+    for fresh in (subscribed["ticket"], renewal["ticket"]):
+        ticket = load_ticket(fresh)
+        assert (ticket.user_pk, ticket.run_id, ticket.key) == (str(user.pk), run_id, "default")
+    await communicator.disconnect()
 
 
 async def test_resumes_after_the_cursor_and_honours_start_index(upstream: Any, user: Any) -> None:
@@ -509,6 +527,7 @@ async def test_unsubscribe_and_disconnect_leave_no_task_running(upstream: Any, u
     await collect(communicator, until=both_streaming)
     assert {t.get_name() for t in consumer_tasks()} == {
         "trigger_django:flush",
+        "trigger_django:renew",
         "trigger_django:upstream:one",
         "trigger_django:upstream:two",
     }

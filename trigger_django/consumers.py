@@ -39,6 +39,7 @@ from trigger_django.tickets import (
     TicketError,
     check_authorized,
     load_ticket,
+    make_ticket,
     token_claims,
 )
 from trigger_django.upstream import UpstreamConfigurationError, get_client, mint_public_token
@@ -151,6 +152,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.minted_tokens: dict[str, tuple[str, int]] = {}
         self.dirty = asyncio.Event()
         self.flusher: asyncio.Task[None] | None = None
+        self.renewer: asyncio.Task[None] | None = None
         self.last_flush = float("-inf")
         self.config = get_config()
 
@@ -254,10 +256,12 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         self.subscriptions[sub_id] = subscription
         if self.flusher is None:
             self.flusher = asyncio.create_task(self.flush_loop(), name="trigger_django:flush")
+        if self.renewer is None:
+            self.renewer = asyncio.create_task(self.renew_loop(), name="trigger_django:renew")
         subscription.task = asyncio.create_task(
             self.read_upstream(subscription), name=f"trigger_django:upstream:{sub_id}"
         )
-        await self.send_json({"type": "subscribed", "sub": sub_id})
+        await self.send_json({"type": "subscribed", "sub": sub_id, "ticket": _renewed(ticket)})
 
     # --- upstream --------------------------------------------------------------------------------
     async def token_for(self, ticket: Ticket, *, fresh: bool = False) -> str:
@@ -346,6 +350,20 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
             logger.exception("trigger_django: sending to the browser failed")
             await self.refuse_from_task(CloseCode.INTERNAL_ERROR)
 
+    async def renew_loop(self) -> None:
+        """Send fresh tickets at half their lifetime, so that a page open for longer than
+        ``TICKET_MAX_AGE`` can still resubscribe after a network drop or a deploy. The session
+        and the permission hook are checked again on every subscribe, as always."""
+        interval = max(self.config.ticket_max_age / 2, 1)
+        while True:
+            await asyncio.sleep(interval)
+            for subscription in list(self.subscriptions.values()):
+                if subscription.terminal is None:
+                    ticket = _renewed(subscription.ticket)
+                    await self.send_json(
+                        {"type": "ticket", "sub": subscription.sub_id, "ticket": ticket}
+                    )
+
     async def send_pending(self) -> None:
         while True:
             batches: list[dict[str, Any]] = []
@@ -381,16 +399,23 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         """Close from inside the flusher: stop the readers (not this task), then close."""
         readers = [s.task for s in self.subscriptions.values()]
         self.subscriptions.clear()
-        await _cancel(readers)
+        await _cancel([*readers, self.renewer])
+        self.renewer = None
         self.flusher = None
         await self.close(code=code)
 
     async def stop_all(self) -> None:
         tasks: list[asyncio.Task[None] | None] = [s.task for s in self.subscriptions.values()]
         self.subscriptions.clear()
-        tasks.append(self.flusher)
-        self.flusher = None
+        tasks += [self.flusher, self.renewer]
+        self.flusher = self.renewer = None
         await _cancel(tasks)
+
+
+def _renewed(ticket: Ticket) -> str:
+    """A fresh ticket for the same user, run and key (any carried token is left out: the
+    consumer mints one when it needs to)."""
+    return make_ticket(user_pk=ticket.user_pk, run_id=ticket.run_id, key=ticket.key)
 
 
 def _error(subscription: Subscription, status: int, message: str) -> dict[str, Any]:

@@ -140,3 +140,15 @@ async def test_v2_resumes_right_after_the_last_applied_part(scripted_page: Any) 
     await page.wait_for_function("() => window.__fake.sockets.length === 2", timeout=10_000)
     await page.wait_for_function("() => window.__fake.sockets[1].sent.length === 1")
     assert (await sent(page, 1))[0]["cursor"] == "2"
+
+
+async def test_a_renewed_ticket_is_used_for_the_next_subscribe(scripted_page: Any) -> None:
+    page = scripted_page
+    (subscribe,) = await sent(page, 0)
+    sub = subscribe["sub"]
+    await play(page, 0, {"type": "subscribed", "sub": sub, "ticket": "renewed-at-subscribe"})
+    await play(page, 0, {"type": "ticket", "sub": sub, "ticket": "renewed-later"})
+    await page.evaluate("window.__fake.drop(0)")
+    await page.wait_for_function("() => window.__fake.sockets.length === 2", timeout=10_000)
+    await page.wait_for_function("() => window.__fake.sockets[1].sent.length === 1")
+    assert (await sent(page, 1))[0]["ticket"] == "renewed-later"

@@ -237,7 +237,14 @@
     } else if (message.type === "subscribed") {
       viewer = viewers.get(message.sub);
       attempt = 0;
-      if (viewer && !viewer.done) { setState(viewer, "live"); }
+      if (viewer && !viewer.done) {
+        if (message.ticket) { viewer.ticket = message.ticket; }
+        setState(viewer, "live");
+      }
+    } else if (message.type === "ticket") {
+      // A renewed ticket: a page open longer than its first ticket's lifetime can resubscribe.
+      viewer = viewers.get(message.sub);
+      if (viewer && !viewer.done && message.ticket) { viewer.ticket = message.ticket; }
     } else if (message.type === "complete" || message.type === "error") {
       viewer = viewers.get(message.sub);
       if (viewer && !viewer.done) { viewer.terminal = message; scheduleFlush(); }
