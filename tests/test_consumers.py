@@ -359,6 +359,37 @@ async def test_tickets_are_renewed_at_half_their_lifetime(
     await communicator.disconnect()
 
 
+async def test_a_user_past_the_live_stream_limit_gets_an_in_band_429(
+    upstream: Any, user: Any, settings: Any
+) -> None:
+    settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "MAX_STREAMS_PER_USER": 2}
+    run_id, _ = upstream.trigger("external-writer", {})  # an open run that stays quiet
+    first, second = await connect(user), await connect(user)
+    for communicator, sub in ((first, "a"), (first, "b")):
+        await communicator.send_json_to(subscribe_message(user, run_id, sub=sub, timeout=30))
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "subscribed"
+    # The limit is per user, across sockets: the third is refused in-band, nothing upstream.
+    await asyncio.to_thread(
+        upstream.wait_for, lambda: len(upstream_requests_for(upstream, run_id)) >= 2, 5
+    )
+    upstream.clear_requests()
+    await second.send_json_to(subscribe_message(user, run_id, sub="c", timeout=30))
+    refused = await second.receive_json_from(timeout=5)
+    assert (refused["type"], refused["sub"], refused["status"]) == ("error", "c", 429)
+    assert "at most 2" in refused["message"]
+    assert upstream_requests_for(upstream, run_id) == []
+    # Ending one frees a place.
+    await first.send_json_to({"type": "unsubscribe", "sub": "a"})
+    await wait_until(
+        lambda: "trigger_django:upstream:a" not in {t.get_name() for t in consumer_tasks()}
+    )
+    await second.send_json_to(subscribe_message(user, run_id, sub="d", timeout=30))
+    assert (await second.receive_json_from(timeout=5))["type"] == "subscribed"
+    await first.disconnect()
+    await second.disconnect()
+    await wait_until(lambda: consumer_tasks() == [])
+
+
 async def test_resumes_after_the_cursor_and_honours_start_index(upstream: Any, user: Any) -> None:
     run_id, _ = upstream.trigger("echo-parts", {"parts": list("abcdef")})
     communicator = await connect(user)

@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "TIMEOUT_SECONDS": 60,
     # Parts sent to a browser and not yet acknowledged before the consumer stops reading upstream.
     "MAX_UNACKED_PARTS": 2000,
+    # Live streams one user may read at once in one server process (each holds a connection).
+    "MAX_STREAMS_PER_USER": 32,
     # Largest input-stream send accepted (the Trigger.dev limit is 1 MiB).
     "MAX_INPUT_BYTES": 1024 * 1024,
     # httpx pool limits for upstream connections; each open stream holds one connection.
@@ -57,6 +59,7 @@ class Config:
     throttle_ms: int
     timeout_seconds: int
     max_unacked_parts: int
+    max_streams_per_user: int
     max_input_bytes: int
     http_max_connections: int
     http_max_keepalive_connections: int
@@ -87,6 +90,7 @@ def get_config() -> Config:
         throttle_ms=int(merged["THROTTLE_MS"]),
         timeout_seconds=int(merged["TIMEOUT_SECONDS"]),
         max_unacked_parts=int(merged["MAX_UNACKED_PARTS"]),
+        max_streams_per_user=int(merged["MAX_STREAMS_PER_USER"]),
         max_input_bytes=int(merged["MAX_INPUT_BYTES"]),
         http_max_connections=int(merged["HTTP_MAX_CONNECTIONS"]),
         http_max_keepalive_connections=int(merged["HTTP_MAX_KEEPALIVE_CONNECTIONS"]),

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import re
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -249,6 +249,21 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if not await check_authorized(user, run_id, "read"):
             raise Refused(CloseCode.FORBIDDEN, f"the permission hook refused run {run_id}")
 
+        user_key = str(user.pk)
+        limit = self.config.max_streams_per_user
+        if _live_streams_by_user[user_key] >= limit:
+            # Each live stream holds an upstream connection: one user must not take them all.
+            await self.send_json(
+                {
+                    "type": "error",
+                    "sub": sub_id,
+                    "status": 429,
+                    "message": f"Too many live streams: at most {limit} at once per user. "
+                    "Close other pages with live streams and reload this one.",
+                }
+            )
+            return
+
         subscription = Subscription(
             sub_id=sub_id, ticket=ticket, timeout=timeout, start_index=start_index, cursor=cursor
         )
@@ -261,6 +276,9 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         subscription.task = asyncio.create_task(
             self.read_upstream(subscription), name=f"trigger_django:upstream:{sub_id}"
         )
+        _live_streams_by_user[user_key] += 1
+        # A done callback runs even for a task cancelled before it started.
+        subscription.task.add_done_callback(lambda _: _release_stream(user_key))
         await self.send_json({"type": "subscribed", "sub": sub_id, "ticket": _renewed(ticket)})
 
     # --- upstream --------------------------------------------------------------------------------
@@ -410,6 +428,16 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         tasks += [self.flusher, self.renewer]
         self.flusher = self.renewer = None
         await _cancel(tasks)
+
+
+#: Upstream readers per user in this process (``MAX_STREAMS_PER_USER``).
+_live_streams_by_user: Counter[str] = Counter()
+
+
+def _release_stream(user_key: str) -> None:
+    _live_streams_by_user[user_key] -= 1
+    if _live_streams_by_user[user_key] <= 0:
+        del _live_streams_by_user[user_key]
 
 
 def _renewed(ticket: Ticket) -> str:
