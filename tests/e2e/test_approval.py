@@ -103,6 +103,8 @@ async def test_with_javascript_an_error_is_shown_in_words_and_the_form_can_retry
     await page.goto(f"{daphne_server.url}/runs/{run_id}/")
     form = page.locator(FORM)
     await expect(form).to_have_attribute("data-state", "ready")
+    # The answer has stopped growing (and moving the form) before the click.
+    await expect(page.locator("#answer [data-trigger-output]")).to_contain_text("today.")
     emulator.complete_run(run_id)  # the run ends before anyone answers
 
     await page.get_by_role("button", name="Reject").click()
@@ -155,6 +157,9 @@ async def test_a_form_added_after_load_is_enhanced_too(
     run_id = start_demo_run(emulator)
     await page.goto(f"{daphne_server.url}/runs/{run_id}/")
     await expect(page.locator(FORM)).to_have_attribute("data-state", "ready")
+    # Let the answer finish growing: while it grows it pushes the form down the page, and a
+    # click aimed at a moving button can land beside it.
+    await expect(page.locator("#answer [data-trigger-output]")).to_contain_text("today.")
     # Swap the form for a freshly rendered one, as an htmx swap would.
     await page.evaluate(
         """async () => {
