@@ -3,6 +3,7 @@ against, with real sockets through the real auth middleware and a real emulator 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -82,6 +83,34 @@ async def test_incoming_messages_cause_no_thread_hop(
     assert hops == []
     monkeypatch.undo()
     await communicator.disconnect()
+
+
+HOOK: dict[str, asyncio.Event] = {}
+
+
+async def never_answers(user: Any, run_id: str, action: str) -> bool:
+    HOOK["entered"].set()
+    await asyncio.Event().wait()
+    return True
+
+
+async def test_a_disconnect_never_waits_behind_a_subscribe_being_checked(
+    upstream: Any, user: Any, quiet_run: str, settings: Any
+) -> None:
+    settings.TRIGGER_DJANGO = {
+        **settings.TRIGGER_DJANGO,
+        "AUTHORIZE": "tests.live.test_consumer.never_answers",
+    }
+    HOOK["entered"] = asyncio.Event()
+    communicator = await connect(user)
+    await communicator.send_json_to(subscribe_message(user, quiet_run))
+    await asyncio.wait_for(HOOK["entered"].wait(), 5)
+    # Acks and unsubscribes are handled while the hook hangs ...
+    await communicator.send_json_to({"type": "unsubscribe", "sub": "other"})
+    # ... and the disconnect ends the socket at once, the check cancelled.
+    await communicator.disconnect(timeout=2)
+    await wait_until(lambda: consumer_tasks() == [])
+    assert upstream_requests_for(upstream, quiet_run) == []
 
 
 # -- sockets end with their session ----------------------------------------------------------------
