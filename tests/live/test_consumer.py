@@ -117,13 +117,16 @@ async def test_a_disconnect_never_waits_behind_a_subscribe_being_checked(
 
 
 async def test_a_subscribe_after_the_session_was_deleted_closes_the_socket_4401(
-    upstream: Any, user: Any, quiet_run: str
+    upstream: Any, user: Any, quiet_run: str, caplog: Any
 ) -> None:
     communicator = await connect(user)
     await sync_to_async(Session.objects.all().delete)()
     await communicator.send_json_to(subscribe_message(user, quiet_run))
+    await communicator.send_json_to(subscribe_message(user, quiet_run, sub="s2"))
     await expect_close(communicator, 4401)
+    assert await communicator.receive_nothing(timeout=0.2)
     assert upstream_requests_for(upstream, quiet_run) == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_logging_out_closes_that_sessions_sockets_and_no_others(

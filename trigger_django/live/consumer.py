@@ -216,7 +216,9 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                     if message.sub not in self.cancelled:
                         await self.start(message)
                 finally:
-                    self.queued.popleft()
+                    # A refusal while checking it may have cleared the queue already.
+                    if self.queued and self.queued[0] is message:
+                        self.queued.popleft()
                     self.queued_ids.discard(message.sub)
                     self.cancelled.discard(message.sub)
         except asyncio.CancelledError:
