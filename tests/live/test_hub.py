@@ -193,3 +193,24 @@ async def test_the_last_viewer_leaving_closes_the_upstream_read(upstream: Any, u
     await wait_until(lambda: consumer_tasks() == [] and no_feeds() and pool_busy() == 0)
     assert len(stream_reads_for(upstream, run_id)) == 1
     await sockets[0].disconnect()
+
+
+async def test_a_shorter_timeout_joining_a_longer_read_completes_on_its_own_clock(
+    upstream: Any, user: Any
+) -> None:
+    run_id, _ = upstream.trigger("external-writer", {})
+    long, short = await connect(user), await connect(user)
+    await long.send_json_to(subscribe_message(user, run_id, timeout=30))
+    assert (await long.receive_json_from(timeout=5))["type"] == "subscribed"
+    await short.send_json_to(subscribe_message(user, run_id, timeout=1))
+    assert (await short.receive_json_from(timeout=5))["type"] == "subscribed"
+    await asyncio.to_thread(append_parts, upstream, run_id, ["x"])
+    messages = await collect(short, until=terminal(), limit=10)
+    assert [p["chunk"] for p in parts_of(messages)] == ["x"]
+    assert messages[-1] == {"type": "complete", "sub": "s1"}
+    # The read, and the longer viewer, go on.
+    assert [p["chunk"] for p in parts_of([await long.receive_json_from(timeout=5)])] == ["x"]
+    assert await long.receive_nothing(timeout=0.3)
+    assert len(stream_reads_for(upstream, run_id)) == 1
+    await long.disconnect()
+    await short.disconnect()

@@ -149,7 +149,7 @@ class Feed:
         self.last_position: Position = start.position
         self.read_resume: str | None = start.resume
         self.read_timeout = start.timeout
-        self.last_arrival = hub.loop.time()
+        self.last_arrival = self.read_opened = hub.loop.time()
         self.last_publish = float("-inf")
         self.publish_handle: asyncio.TimerHandle | None = None
         self.linger_handle: asyncio.TimerHandle | None = None
@@ -234,6 +234,7 @@ class Feed:
         try:
             while True:
                 items = self.source.open(self.read_resume, timeout)
+                self.read_opened = self.hub.loop.time()
                 async with contextlib.aclosing(items):  # type: ignore[type-var]
                     async for item in items:
                         if item.position <= self.last_position:
@@ -371,13 +372,20 @@ class Feed:
         subscription.timer = self.hub.loop.call_later(delay, self._idle_end, subscription, False)
 
     def _idle_end(self, subscription: Subscription, force: bool) -> None:
-        """Complete a viewer whose stream was idle for its timeout (today's semantics: the
-        upstream server ends a read idle for ``Timeout-Seconds``)."""
+        """Complete a viewer whose stream was idle for its timeout, as the upstream server ends
+        a read idle for ``Timeout-Seconds``. A viewer whose timeout is the read's (or longer)
+        is completed by the read's end itself, so the server's clock decides, as with a read
+        of its own; this timer only ends viewers with a shorter timeout than the read's."""
         subscription.timer = None
         if subscription.state is State.DONE or subscription not in self.subscriptions:
             return
+        if not force and subscription.timeout >= self.read_timeout:
+            self._arm_timer(subscription, subscription.timeout)
+            return
         now = self.hub.loop.time()
-        deadline = max(subscription.started, self.last_arrival) + subscription.timeout
+        deadline = (
+            max(subscription.started, self.last_arrival, self.read_opened) + subscription.timeout
+        )
         caught_up = (
             subscription.state is State.LIVE
             and not self.pending
