@@ -214,3 +214,21 @@ async def test_a_shorter_timeout_joining_a_longer_read_completes_on_its_own_cloc
     assert len(stream_reads_for(upstream, run_id)) == 1
     await long.disconnect()
     await short.disconnect()
+
+
+async def test_a_page_acknowledges_a_few_times_per_window_not_per_batch(
+    upstream: Any, user: Any, settings: Any
+) -> None:
+    settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "MAX_UNACKED_PARTS": 400}
+    chunks = [f"a{i} " for i in range(2000)]
+    run_id, _ = upstream.trigger("echo-parts", {"parts": chunks, "delay_ms": 1})
+    communicator = await connect(user)
+    await communicator.send_json_to(subscribe_message(user, run_id, timeout=2))
+    messages = await collect(communicator, until=terminal(), ack="requested", limit=30)
+    assert text_of(parts_of(messages)) == "".join(chunks)
+    batches = [b for m in messages if m["type"] == "parts" for b in m["streams"]]
+    asked = [b for b in batches if b.get("ack")]
+    # At most one acknowledgement per quarter window (100 parts) and one for the last batch,
+    # however many batches there were.
+    assert 1 <= len(asked) <= 2000 / 100 + 1
+    await communicator.disconnect()
