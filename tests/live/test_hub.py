@@ -228,7 +228,8 @@ async def test_a_page_acknowledges_a_few_times_per_window_not_per_batch(
     assert text_of(parts_of(messages)) == "".join(chunks)
     batches = [b for m in messages if m["type"] == "parts" for b in m["streams"]]
     asked = [b for b in batches if b.get("ack")]
-    # At most one acknowledgement per quarter window (100 parts) and one for the last batch,
-    # however many batches there were.
-    assert 1 <= len(asked) <= 2000 / 100 + 1
+    # About one acknowledgement per quarter window (100 parts), however many batches there
+    # were; at most twice that when the page lags and the window fills (one more when out of
+    # room), never one per batch or per part.
+    assert 1 <= len(asked) <= 2 * 2000 / 100
     await communicator.disconnect()
