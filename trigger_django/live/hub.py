@@ -35,6 +35,8 @@ from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
+from trigger_django.client import TriggerError
+from trigger_django.conf import get_config
 from trigger_django.live.protocol import (
     MAX_PARTS_PER_FRAME,
     Position,
@@ -42,6 +44,7 @@ from trigger_django.live.protocol import (
     error_message,
 )
 from trigger_django.live.subscription import Outlet, Segment, State, Subscription
+from trigger_django.upstream import UpstreamConfigurationError
 
 __all__ = [
     "FEED_LINGER_SECONDS",
@@ -464,14 +467,8 @@ def _segment(items: list[Item], size: int, *, shared: bool = False) -> Segment:
     )
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from trigger_django.client import TriggerError
-    from trigger_django.upstream import UpstreamConfigurationError
-
-    return (TriggerError, UpstreamConfigurationError)
-
-
-_EXPECTED = _expected_errors()
+#: Failures that are the upstream's, reported in-band without a traceback in the log.
+_EXPECTED = (TriggerError, UpstreamConfigurationError)
 
 
 class Hub:
@@ -540,8 +537,6 @@ _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakK
 
 def get_hub() -> Hub:
     """The hub of the running event loop."""
-    from trigger_django.conf import get_config
-
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
     if hub is None:

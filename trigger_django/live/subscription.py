@@ -20,7 +20,7 @@ import enum
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from trigger_django.live.protocol import (
     MAX_PARTS_PER_FRAME,
@@ -260,7 +260,6 @@ class Outlet:
     outstanding_size: int = 0
     dirty: bool = False
     closed: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def mark_dirty(self) -> None:
         if not self.dirty and not self.closed:
