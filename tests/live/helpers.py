@@ -74,6 +74,12 @@ def stream_reads_for(emulator: Any, run_id: str) -> list[dict[str, Any]]:
     ]
 
 
+def reads_from_the_start(emulator: Any, run_id: str) -> list[dict[str, Any]]:
+    """Stream reads without a resume cursor: not the client's reconnects after a drop (which
+    resume with ``Last-Event-ID``), so the count does not depend on the machine's load."""
+    return [r for r in stream_reads_for(emulator, run_id) if "last-event-id" not in r["headers"]]
+
+
 async def collect(
     communicator: WebsocketCommunicator,
     *,

@@ -17,11 +17,13 @@ from tests.live.helpers import (
     no_feeds,
     parts_of,
     pool_busy,
+    reads_from_the_start,
     stream_reads_for,
     subscribe_message,
     terminal,
     wait_until,
 )
+from trigger_django.conf import DEFAULTS
 from trigger_django.live import hub as hub_module
 from trigger_django.live.hub import get_hub
 from trigger_django.upstream import aclose_http_clients
@@ -33,6 +35,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 async def _close_shared_pool() -> AsyncIterator[None]:
     yield
     await aclose_http_clients()
+
+
+@pytest.fixture(autouse=True)
+def _streams_end_by_their_idle_timeout(upstream: Any, settings: Any) -> None:
+    """These tests count reads and time idle ends: streams end by their idle timeout here, not
+    with their run (``FOLLOW_RUNS``, where the settings have it, re-reads to drain a finished
+    run, and holds viewers of a running one open)."""
+    if "FOLLOW_RUNS" in DEFAULTS:
+        settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "FOLLOW_RUNS": False}
 
 
 def text_of(parts: list[dict[str, Any]]) -> str:
@@ -64,7 +75,7 @@ async def test_two_viewers_on_two_sockets_share_one_upstream_read(upstream: Any,
         assert messages[-1] == {"type": "complete", "sub": "s1"}
         assert text_of(parts_of(messages)) == "".join(chunks)
         assert [p["id"] for p in parts_of(messages)] == [str(n) for n in range(60)]
-    assert len(stream_reads_for(upstream, run_id)) == 1
+    assert len(reads_from_the_start(upstream, run_id)) == 1
     await first.disconnect()
     await second.disconnect()
 
@@ -90,7 +101,9 @@ async def test_a_late_joiner_and_a_resume_get_exactly_the_missing_parts(
     assert text_of(parts_of(from_start)) == "".join(chunks)
     assert [p["id"] for p in parts_of(after_five)] == [str(n) for n in range(6, 40)]
     # Everyone rode the first read (the replay buffer held what the others missed).
-    assert len(stream_reads_for(upstream, run_id)) == 1
+    assert len(reads_from_the_start(upstream, run_id)) == 1
+    reads = stream_reads_for(upstream, run_id)
+    assert not [r for r in reads if r["headers"].get("last-event-id") == "5"]
     for communicator in (first, late, resumed):
         await communicator.disconnect()
 
@@ -114,7 +127,7 @@ async def test_a_joiner_older_than_the_replay_buffer_reads_on_its_own_then_merge
     late_parts = parts_of(from_start)
     assert [p["id"] for p in late_parts] == [str(n) for n in range(50)]
     # Its own catch-up read, then the shared one: two reads, not one per part or per viewer.
-    assert len(stream_reads_for(upstream, run_id)) == 2
+    assert len(reads_from_the_start(upstream, run_id)) == 2
     await first.disconnect()
     await late.disconnect()
 
@@ -146,7 +159,7 @@ async def test_a_viewer_that_never_acks_does_not_delay_another_and_stays_bounded
     await stalled.send_json_to({"type": "ack", "sub": "s1", "cursor": received[-1]["id"]})
     received += await wait_for_parts(stalled, 300 - 8)
     assert text_of(received) == "".join(chunks)
-    assert len(stream_reads_for(upstream, run_id)) == 1
+    assert len(reads_from_the_start(upstream, run_id)) == 1
     await stalled.disconnect()
     await reader.disconnect()
 
@@ -191,7 +204,7 @@ async def test_the_last_viewer_leaving_closes_the_upstream_read(upstream: Any, u
     assert feed_readers(), "two viewers left, one remains: the read goes on"
     await sockets[2].disconnect()
     await wait_until(lambda: consumer_tasks() == [] and no_feeds() and pool_busy() == 0)
-    assert len(stream_reads_for(upstream, run_id)) == 1
+    assert len(reads_from_the_start(upstream, run_id)) == 1
     await sockets[0].disconnect()
 
 
@@ -211,7 +224,7 @@ async def test_a_shorter_timeout_joining_a_longer_read_completes_on_its_own_cloc
     # The read, and the longer viewer, go on.
     assert [p["chunk"] for p in parts_of([await long.receive_json_from(timeout=5)])] == ["x"]
     assert await long.receive_nothing(timeout=0.3)
-    assert len(stream_reads_for(upstream, run_id)) == 1
+    assert len(reads_from_the_start(upstream, run_id)) == 1
     await long.disconnect()
     await short.disconnect()
 
