@@ -8,6 +8,7 @@ rules. See ``docs/client.md``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import json.scanner
 import logging
@@ -256,9 +257,18 @@ class TriggerClient:
                 follow_redirects=True,
             )
         self.http_client = http_client
-        # Streams never time out on reads (the server pings or ends them); the wait for response
-        # headers is bounded separately, and so is the wait for a pooled connection.
-        self._stream_timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT, write=REQUEST_TIMEOUT)
+        # The wait for a pooled connection and for the response headers are bounded by httpcore
+        # itself (pool and read timeouts: exceptions inside its own clean-up paths, never a
+        # cancellation); once the headers are in, the body read gets no timeout (the server
+        # pings or ends the stream), see _send.
+        self._stream_timeout = httpx.Timeout(
+            connect=CONNECT_TIMEOUT,
+            read=header_timeout,
+            write=REQUEST_TIMEOUT,
+            pool=header_timeout,
+        )
+        # Sends abandoned by a cancelled caller, finishing on their own (see _send).
+        self._abandoned: set[asyncio.Future[None]] = set()
 
     async def __aenter__(self) -> Self:
         return self
@@ -272,12 +282,108 @@ class TriggerClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool, if this client created it."""
+        """Close the connection pool, if this client created it.
+
+        Requests abandoned by cancelled callers are given a moment to return their connections
+        first (see :meth:`_send`).
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await self.wait_abandoned()
         if self._owns_client:
             await self.http_client.aclose()
 
-    def __repr__(self) -> str:  # never shows the key or token
-        return f"<TriggerClient {self.base_url}>"
+    async def wait_abandoned(self) -> None:
+        """Wait until every request abandoned by a cancelled caller has returned its connection
+        (each is bounded by the client's timeouts)."""
+        while self._abandoned:
+            await asyncio.wait(set(self._abandoned))
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    async def _send(
+        self, request: httpx.Request, *, stream: bool, limit: float | None = None
+    ) -> httpx.Response:
+        """``http_client.send``, safe against the caller being cancelled at any point.
+
+        httpcore (1.0.x) is not safe against an asyncio cancellation delivered inside
+        ``handle_async_request``: cancelled between opening a connection and starting the
+        request on it (a lock acquisition in ``AsyncHTTP11Connection`` is the window), or while
+        waiting for a pooled connection that was just assigned, it leaves a connection in the
+        pool that no request owns and that is never idle, closed or expired, so it is never
+        reused nor reaped (encode/httpcore#1093). Enough of them fill the pool for good.
+
+        So the send runs in a task of its own that is never cancelled: its waits are bounded by
+        httpcore's own timeouts (pool, connect, write, and read up to the response headers),
+        which end it through httpcore's clean-up paths. If the caller is cancelled meanwhile,
+        the cancellation takes effect at once for the caller, and the abandoned send finishes
+        on its own; its response is then closed, which returns the connection to the pool (or
+        closes it when the body was not read to the end). Once the headers of a stream are in,
+        its read timeout is lifted (the server pings or ends the stream). ``limit`` bounds the
+        caller's wait too, for transports that do not apply httpx's timeouts.
+        """
+        task = asyncio.create_task(
+            self.http_client.send(request, stream=stream, follow_redirects=True)
+        )
+        try:
+            # wait() neither cancels the task on a timeout nor when this caller is cancelled.
+            done, _ = await asyncio.wait((task,), timeout=limit)
+        except BaseException:
+            self._abandon(task)
+            raise
+        if not done:
+            # httpcore's timeouts have not ended it (a transport that does not apply them).
+            self._abandon(task)
+            raise _RetryableFailure(
+                f"no response headers within {self._header_timeout:g} s (a slow server, or "
+                "every pooled connection busy: see max_connections)"
+            )
+        try:
+            response = task.result()
+        except httpx.PoolTimeout:
+            raise _RetryableFailure(
+                f"no pooled connection free within {self._header_timeout:g} s (every "
+                "connection busy: see max_connections)"
+            ) from None
+        except httpx.ReadTimeout:
+            if not stream:
+                raise
+            raise _RetryableFailure(
+                f"no response headers within {self._header_timeout:g} s"
+            ) from None
+        if stream:
+            timeouts = response.request.extensions.get("timeout")
+            if isinstance(timeouts, dict):
+                timeouts["read"] = None  # read by httpcore at every body read
+        return response
+
+    def _abandon(self, task: asyncio.Task[httpx.Response]) -> None:
+        self._track(asyncio.ensure_future(self._finish_abandoned(task)))
+
+    async def _finish_abandoned(self, task: asyncio.Task[httpx.Response]) -> None:
+        # Bounded by httpcore's timeouts; the limit here only catches a transport without them.
+        limit = self._header_timeout + CONNECT_TIMEOUT + REQUEST_TIMEOUT
+        done, _ = await asyncio.wait((task,), timeout=limit)
+        if not done:
+            task.cancel()
+            await asyncio.wait((task,))
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            return  # already handled by httpcore: the connection is closed or back in the pool
+        try:
+            await task.result().aclose()
+        except Exception as exc:  # nobody is waiting for this response
+            logger.debug("Closing an abandoned response failed: %r", exc)
+
+    async def _close_response(self, response: httpx.Response) -> None:
+        """``response.aclose()``, carried to its end even if the caller is cancelled again."""
+        await asyncio.shield(self._track(asyncio.ensure_future(response.aclose())))
+
+    def _track(self, future: asyncio.Future[None]) -> asyncio.Future[None]:
+        self._abandoned.add(future)
+        future.add_done_callback(self._abandoned.discard)
+        return future
 
     # -- headers -------------------------------------------------------------------------------
 
@@ -382,16 +488,7 @@ class TriggerClient:
         while True:
             request = self._stream_request(url, state, timeout_seconds)
             try:
-                try:
-                    async with asyncio.timeout(self._header_timeout):
-                        response = await self.http_client.send(
-                            request, stream=True, follow_redirects=True
-                        )
-                except TimeoutError:
-                    raise _RetryableFailure(
-                        f"no response headers within {self._header_timeout:g} s (a slow "
-                        "server, or every pooled connection busy: see max_connections)"
-                    ) from None
+                response = await self._send(request, stream=True, limit=self._header_timeout)
                 try:
                     if not response.is_success:
                         await self._raise_stream_status(
@@ -415,7 +512,7 @@ class TriggerClient:
                     logger.debug("Stream %s ended (the server closed it cleanly)", name)
                     return
                 finally:
-                    await response.aclose()
+                    await self._close_response(response)
             except _AuthRefreshNeeded as refresh:
                 auth_refreshed = True
                 assert refresh_token is not None
@@ -631,9 +728,13 @@ class TriggerClient:
         last_status: int | None = None
         for attempt in range(1, self._max_request_attempts + 1):
             try:
-                response = await self.http_client.request(
-                    method, url, content=body, headers=headers, follow_redirects=True
+                response = await self._send(
+                    self.http_client.build_request(method, url, content=body, headers=headers),
+                    stream=False,
                 )
+            except _RetryableFailure as exc:
+                last_failure = str(exc)
+                last_status = None
             except httpx.RequestError as exc:
                 last_failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 last_status = None
