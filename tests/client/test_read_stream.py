@@ -416,8 +416,10 @@ def test_bad_arguments_are_rejected():
     from trigger_django.client import TriggerClient
 
     client = TriggerClient("http://trigger.test", secret_key=SECRET)
-    with pytest.raises(ValueError, match="run_id and key"):
+    with pytest.raises(ValueError, match="run_id must not be empty"):
         client.read_stream("", "default")
+    with pytest.raises(ValueError, match="stream key must not be empty"):
+        client.read_stream("run_1", "")
     with pytest.raises(ValueError, match="start_index"):
         client.read_stream("run_1", start_index=-1)
     with pytest.raises(ValueError, match="stall_timeout"):

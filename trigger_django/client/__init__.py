@@ -10,6 +10,7 @@ from ._client import (
     SDK_VERSION,
     StreamSubscription,
     TriggerClient,
+    path_segment,
     retry_delay,
 )
 from ._errors import (
@@ -60,6 +61,7 @@ __all__ = [
     "UpstreamUnavailableError",
     "decode_public_token",
     "flatten_scopes",
+    "path_segment",
     "retry_delay",
     "scope_allows",
     "sign_public_token",

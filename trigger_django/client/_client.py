@@ -432,8 +432,8 @@ class TriggerClient:
         raises an :class:`APIStatusError` subclass for 400/401/403/404/409/410/422 and retries
         everything else forever.
         """
-        if not run_id or not key:
-            raise ValueError("run_id and key are required to read a stream")
+        run_segment = path_segment(run_id, "run_id")
+        key_segment = path_segment(key, "stream key")
         if start_index is not None and start_index < 0:
             raise ValueError(f"start_index must be 0 or more, not {start_index}")
         if stall_timeout is not None and stall_timeout <= 0:
@@ -442,7 +442,7 @@ class TriggerClient:
             )
         cursor = last_event_id or (str(start_index - 1) if start_index else None)
         state = _StreamState(cursor, from_latest, self._token)
-        url = f"{self.base_url}/realtime/v1/streams/{run_id}/{key}"
+        url = f"{self.base_url}/realtime/v1/streams/{run_segment}/{key_segment}"
         parts = self._stream_parts(
             url,
             f"{run_id}/{key}",
@@ -571,15 +571,17 @@ class TriggerClient:
         :class:`UnprocessableEntityError`, :class:`AuthenticationError` or
         :class:`PermissionDeniedError`.
         """
-        if not run_id or not stream_id:
-            raise ValueError("run_id and stream_id are required to send input")
+        path = (
+            f"/realtime/v1/streams/{path_segment(run_id, 'run_id')}"
+            f"/input/{path_segment(stream_id, 'input stream id')}"
+        )
         try:
             body = _dumps({"data": data})
         except (TypeError, ValueError) as exc:
             raise TypeError(f"Input stream data must be JSON-serialisable: {exc}") from exc
         response = await self._request(
             "POST",
-            f"/realtime/v1/streams/{run_id}/input/{stream_id}",
+            path,
             body,
             context=f"Could not send to input stream {run_id}/{stream_id}",
         )
@@ -605,8 +607,7 @@ class TriggerClient:
         Further trigger options may be passed as keyword arguments, in snake_case or camelCase
         (``max_attempts=3``, ``queue={"name": "q"}``, ``concurrency_key="k"``).
         """
-        if not task_id:
-            raise ValueError("task_id is required to trigger a task")
+        task_segment = path_segment(task_id, "task_id")
         trigger_options: dict[str, Any] = {"payloadType": "application/json"}
         for name, value in {
             "idempotencyKey": idempotency_key,
@@ -624,7 +625,7 @@ class TriggerClient:
             raise TypeError(f"Task payload and options must be JSON-serialisable: {exc}") from exc
         response = await self._request(
             "POST",
-            f"/api/v1/tasks/{quote(task_id, safe=_URI_COMPONENT_SAFE)}/trigger",
+            f"/api/v1/tasks/{task_segment}/trigger",
             body,
             context=f"Could not trigger task {task_id}",
             extra_headers={"x-trigger-realtime-streams-version": stream_version},
@@ -777,7 +778,36 @@ class TriggerClient:
         return error
 
 
-_URI_COMPONENT_SAFE: Final = "!*'()"
+# RFC 3986 path-segment characters kept as they are (pchar: sub-delims, ":" and "@"; ";" is
+# left out, as some servers cut path parameters at it); everything else is percent-encoded,
+# "%" and "/" included, so an id can neither add a path segment nor smuggle an escape.
+_PATH_SAFE: Final = "!$&'()*+,=:@"
+_CONTROL_CHARACTER: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def path_segment(value: object, name: str) -> str:
+    """``value`` percent-encoded as one URL path segment, or a ``ValueError`` saying why not.
+
+    The client puts run ids, stream keys, input stream ids and task ids into URL paths itself,
+    so it checks them itself: not empty, no control characters (a trailing newline included),
+    valid Unicode, not ``.`` or ``..`` (which URL normalisation would drop or climb out of).
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, not {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name} must not be empty")
+    bad = _CONTROL_CHARACTER.search(value)
+    if bad:
+        raise ValueError(
+            f"{name} {value!r} contains a control character ({bad.group()!r} at position "
+            f"{bad.start()})"
+        )
+    if value in (".", ".."):
+        raise ValueError(f"{name} {value!r} is not usable in a URL path (a dot segment)")
+    try:
+        return quote(value, safe=_PATH_SAFE)
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} {value!r} is not valid Unicode text") from None
 
 
 def _camel(name: str) -> str:
