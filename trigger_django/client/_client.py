@@ -90,11 +90,11 @@ def _safe_parse_json(text: str) -> Any:
             return value
     except StopIteration:
         pass
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep, as JSON.parse's
         return text
     try:
         return _json_decode(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
 
 
@@ -109,19 +109,30 @@ def retry_delay(attempt: int, random_value: float) -> float:
     return base * (1 - RETRY_JITTER * random_value)
 
 
+_TIMESTAMP_PREFIX = re.compile(r"\s*([+-]?[0-9]+)")
+
+
 def _redis_timestamp(stream_id: str | None) -> int:
-    # parseInt of the part before "-", else now (the SDK's parseRedisStreamIdTimestamp).
+    # `parseInt(<part before "-">) || Date.now()` (the SDK's parseRedisStreamIdTimestamp), for
+    # ASCII digits only, as parseInt; a value no clock gives (0, or over 19 digits) means now.
     if stream_id:
-        head = stream_id.partition("-")[0]
-        if head.isdigit():
-            return int(head)
-        match = re.match(r"\s*([+-]?\d+)", head)
-        if match:
-            return int(match.group(1))
+        match = _TIMESTAMP_PREFIX.match(stream_id.partition("-")[0])
+        if match and len(match.group(1).lstrip("+-")) <= 19:
+            value = int(match.group(1))
+            if value:
+                return value
     return int(time.time() * 1000)
 
 
-_SEQ_PREFIX = re.compile(r"(\d+)")
+_SEQ_PREFIX = re.compile(r"([0-9]+)")
+
+
+def _is_later(seq: str, cursor: str | None) -> bool:
+    """Whether the decimal ``seq`` is after ``cursor`` (as digit strings: no size limit)."""
+    if cursor is None or not (cursor.isascii() and cursor.isdigit()):
+        return True
+    a, b = seq.lstrip("0"), cursor.lstrip("0")
+    return (len(a), a) > (len(b), b)
 
 
 class _RetryableFailure(Exception):
@@ -836,7 +847,7 @@ def _should_retry(response: httpx.Response) -> bool:
 def _json_or_none(response: httpx.Response) -> Any:
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -874,11 +885,7 @@ def _v2_parts(event: ServerSentEvent, state: _StreamState) -> Iterator[StreamPar
         # The SSE id is "<last seq_num in batch>,<count>,<bytes>": resume after the batch.
         # Only ever forward: a bogus id must not make a resume replay what was delivered.
         match = _SEQ_PREFIX.match(event.id or "")
-        if match and (
-            state.cursor is None
-            or not state.cursor.isdigit()
-            or int(match.group(1)) > int(state.cursor)
-        ):
+        if match and _is_later(match.group(1), state.cursor):
             state.cursor = match.group(1)
         logger.warning("Skipped a malformed stream batch (cursor now %s)", state.cursor)
         return
@@ -969,7 +976,7 @@ def _message_from_body(body: bytes, headers: httpx.Headers) -> str:
         return ""
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         parsed = None
     if isinstance(parsed, dict):
         error = parsed.get("error") or parsed.get("message")
