@@ -16,12 +16,13 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, persist: bool = False) -> None:
         server = shutil.which("redis-server")
         assert server, "redis-server is not installed: `make test` installs Debian's redis-server"
         self.executable = server
         self.directory = directory
         self.port = free_port()
+        self.persist = persist  # an append-only file, so a restart keeps the data
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -39,7 +40,9 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.persist else "no",
+                "--appendfsync",
+                "always",
                 "--dir",
                 str(self.directory),
             ],

@@ -167,3 +167,14 @@ def test_the_example_projects_redis_layer_passes_the_check(configured_settings, 
     assert layers["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
     configured_settings.CHANNEL_LAYERS = layers
     assert "trigger_django.W008" not in check_ids()
+
+
+def test_the_docs_show_the_redis_layer_config_the_check_accepts(configured_settings):
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    shown = '{"address": REDIS_URL, "socket_timeout": None}'
+    for page in ("installation.md", "deployment.md"):
+        assert shown in (docs / page).read_text(), f"docs/{page} does not show {shown}"
+    configured_settings.CHANNEL_LAYERS = redis_layer({"address": REDIS_URL, "socket_timeout": None})
+    assert "trigger_django.W008" not in check_ids()
