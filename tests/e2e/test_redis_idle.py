@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.e2e.conftest import DaphneServer
@@ -35,20 +37,31 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture
 def two_workers(
-    daphne_server: DaphneServer, redis_server: RedisServer, tmp_path: Path
+    transactional_db: Any, emulator: Any, redis_server: RedisServer, tmp_path: Path
 ) -> Iterator[list[DaphneServer]]:
     """Two daphne processes of the example project on one Redis channel layer."""
-    daphne_server.stop()
-    daphne_server.env = {**daphne_server.env, "REDIS_URL": redis_server.url}
-    daphne_server.start()
-    second_dir = tmp_path / "second"
-    second_dir.mkdir()
-    second = DaphneServer(dict(daphne_server.env), second_dir)
-    second.start()
+    from django.db import connection
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "example_project.settings",
+        "DJANGO_DB_NAME": str(connection.settings_dict["NAME"]),
+        "TRIGGER_API_URL": emulator.url,
+        "TRIGGER_SECRET_KEY": emulator.secret_key,
+        "PYTHONUNBUFFERED": "1",
+        "REDIS_URL": redis_server.url,
+    }
+    workers = []
     try:
-        yield [daphne_server, second]
+        for n in (1, 2):
+            log_dir = tmp_path / f"worker-{n}"
+            log_dir.mkdir()
+            workers.append(DaphneServer(dict(env), log_dir))
+            workers[-1].start()
+        yield workers
     finally:
-        second.stop()
+        for worker in workers:
+            worker.stop()
 
 
 async def open_socket(server: DaphneServer, cookie: dict[str, str]) -> ClientConnection:
@@ -72,6 +85,14 @@ async def stays_open(ws: ClientConnection, seconds: float) -> None:
         f"the idle socket was closed with {ws.close_code} {ws.close_reason!r} "
         f"before {seconds} s were up"
     )
+
+
+async def blocked_in_bzpopmin(url: str) -> int:
+    client = Redis.from_url(url, decode_responses=True)
+    try:
+        return sum(1 for c in await client.client_list() if c.get("cmd") == "bzpopmin")
+    finally:
+        await client.aclose()
 
 
 async def stream_to_the_end(ws: ClientConnection, user_pk: Any, run_id: str) -> str:
@@ -107,6 +128,7 @@ async def stream_to_the_end(ws: ClientConnection, user_pk: Any, run_id: str) -> 
 
 async def test_idle_sockets_outlive_the_redis_read_timeout_on_two_workers(
     two_workers: list[DaphneServer],
+    redis_server: RedisServer,
     session_cookie: dict[str, str],
     e2e_user: Any,
     emulator: Any,
@@ -119,6 +141,8 @@ async def test_idle_sockets_outlive_the_redis_read_timeout_on_two_workers(
         )
         failures = [f"worker {n}: {r}" for n, r in enumerate(results, 1) if r is not None]
         assert not failures, failures
+        # They idled in channels_redis's blocking pop, i.e. really on this Redis.
+        assert await blocked_in_bzpopmin(redis_server.url) >= 2
 
         prompts = [f"idle worker {n} then a stream" for n in (1, 2)]
         runs = [
