@@ -136,6 +136,17 @@ async def test_the_keeper_signals_a_lost_lease(clients: list[Redis]) -> None:
     assert await thief.holder() == thief.token, "a lost lease is not released by the old holder"
 
 
+async def test_the_keeper_signals_loss_when_redis_stays_away_past_the_ttl(
+    clients: list[Redis], redis_server: RedisServer
+) -> None:
+    a, _, _ = clients
+    holder = Lease(a, "v", ttl=0.6)
+    assert await holder.acquire()
+    async with holder.kept() as keeper:
+        redis_server.stop()  # and it does not come back: the lease may be anyone's by now
+        await asyncio.wait_for(keeper.lost.wait(), timeout=10)
+
+
 # -- Relay -------------------------------------------------------------------------------------
 
 

@@ -261,8 +261,10 @@ class LeaseKeeper:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if not self.lost.is_set():
+            # Best effort: if Redis is away, the lease expires by itself within its ttl.
             with contextlib.suppress(*CONNECTION_ERRORS):
-                await self.lease.release()
+                async with asyncio.timeout(self.lease.ttl):
+                    await self.lease.release()
 
     async def _run(self) -> None:
         while True:
