@@ -86,7 +86,7 @@ def test_default_form_exact_html():
     html, key = without_key(html)
     assert html == DEFAULT_FORM.format(next="")
     parsed = read_idempotency_key(key, "run_abc", "approval")
-    assert parsed.form_path is None  # the view finds the default form from the stream id
+    assert parsed.form_name is None  # the view finds the default form from the stream id
     StrictHTMLChecker().check(html)
 
 
@@ -156,7 +156,7 @@ def test_input_stream_with_a_form_class_renders_its_fields_but_not_server_fields
         "</form>"
     )
     assert 'name="reviewer"' not in html
-    assert read_idempotency_key(key, "run_abc", "refund").form_path == (
+    assert read_idempotency_key(key, "run_abc", "refund").form_name == (
         "tests.test_approval_tag.RefundForm"
     )
     StrictHTMLChecker().check(html)
