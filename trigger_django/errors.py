@@ -14,6 +14,15 @@ and which HTTP status answers it. :func:`describe` maps *any* exception (ours, t
         error = describe(exc)  # ErrorDescription(status=503, message="...", party="upstream")
         return JsonResponse({"error": error.message}, status=error.status)
 
+and, in the WebSocket consumer, one subscription's in-band error::
+
+    except Exception as exc:
+        error = describe(exc)
+        log_failure(logger, exc, error)  # where it was caught: see log_failure
+        await self.send_json(
+            {"type": "error", "sub": sub_id, "status": error.status, "message": error.message}
+        )
+
 ``describe(exc: BaseException) -> ErrorDescription`` never raises and never puts an unexpected
 exception's own text (which may hold anything, secrets included) into the message: a bug is
 described as a bug, and its details belong in the server log (:func:`log_failure`).
@@ -242,6 +251,10 @@ def log_failure(log: logging.Logger, exc: BaseException, description: ErrorDescr
     The traceback's frames are cleared first (:func:`traceback.clear_frames`), so no handler, no
     error tracker and no debug page can show their local variables, which may hold a minted
     token. The traceback itself (files, lines, code) is kept.
+
+    Call it in the code that caught ``exc``, before awaiting anything else: on Python < 3.13,
+    clearing the frame of a coroutine that is *suspended* (not finished, not running) closes
+    that coroutine, and only a frame elsewhere could be in that state.
     """
     _clear_locals(exc)
     if description.party == SERVER:
