@@ -166,3 +166,31 @@ async def test_an_unexpected_error_after_minting_is_a_500_without_the_token(
     html = ExceptionReporter(response.asgi_request, *record.exc_info).get_traceback_html()
     assert "a bug after minting" in html
     assert "eyJ" not in html
+
+
+async def test_a_secret_key_trigger_dev_refuses_is_a_503_that_names_the_configuration(
+    logged_in: AsyncClient, trigger_settings: Any
+) -> None:
+    trigger_settings.TRIGGER_DJANGO = {
+        **trigger_settings.TRIGGER_DJANGO,
+        "SECRET_KEY": "tr_dev_refused_key_0123456789abcdefghijklmnop",
+    }
+    response = await logged_in.post("/trigger/runs/run_abc/token/")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error.startswith("Trigger.dev refused this server's secret key")
+    assert "problem in this site's configuration" in error
+    assert "tr_dev" not in error
+
+
+async def test_an_unreachable_trigger_dev_is_a_503_that_names_trigger_dev(
+    logged_in: AsyncClient,
+) -> None:
+    # tests/settings.py points API_URL at a closed port. Not reaching Trigger.dev while fetching
+    # the token claims is Trigger.dev's side, not a configuration error.
+    response = await logged_in.post("/trigger/runs/run_abc/token/")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error.startswith("Trigger.dev could not be reached.")
+    assert "problem at Trigger.dev" in error
+    assert "configuration" not in error
