@@ -598,17 +598,17 @@ async def test_an_unexpected_error_after_minting_shows_no_token_even_with_debug(
     settings.DEBUG = True
     run_id = await start_run(emu)
 
-    real_request = httpx.AsyncClient.request
+    real_send = httpx.AsyncClient.send
 
-    async def broken_request(self, method, target, **kwargs):
-        if "/input/" not in str(target):  # the token claims, fetched once per process
-            return await real_request(self, method, target, **kwargs)
+    async def broken_send(self, request, **kwargs):
+        if "/input/" not in str(request.url):  # the token claims, fetched once per process
+            return await real_send(self, request, **kwargs)
         # A bug deep in the send: the caller's frames hold the minted token (the Authorization
         # header, the view's locals) when this raises.
-        assert is_bearer_jwt(kwargs["headers"]["Authorization"])
+        assert is_bearer_jwt(request.headers["Authorization"])
         raise RuntimeError("a bug below the send")
 
-    monkeypatch.setattr(httpx.AsyncClient, "request", broken_request)
+    monkeypatch.setattr(httpx.AsyncClient, "send", broken_send)
     with caplog.at_level(logging.ERROR, logger="trigger_django.input"):
         if as_json:
             response = await post_json(client, url(run_id), {"data": {"approved": True}})
@@ -630,7 +630,7 @@ async def test_an_unexpected_error_after_minting_shows_no_token_even_with_debug(
     assert record.exc_info[0] is RuntimeError
     html = ExceptionReporter(response.asgi_request, *record.exc_info).get_traceback_html()
     assert "a bug below the send" in html
-    assert "broken_request" in html
+    assert "broken_send" in html
     assert "eyJ" not in html
     assert input_posts(emu) == []
 
