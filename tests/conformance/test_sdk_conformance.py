@@ -7,9 +7,12 @@ module-scoped fixture and asserted by separate tests.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conformance.conftest import FRAMINGS, FramedEmulator, NodeSdk
@@ -415,3 +418,54 @@ def test_10000_part_stream_arrives_intact(payload_streams: dict[str, Any]) -> No
     assert len(read["parts"]) == len(MANY_PARTS)
     assert chunks(read) == MANY_PARTS
     assert_ids_ascending(read, payload_streams["framing"], "10,000 parts")
+
+
+# -- v2 batches as S2 sends them: 600 parts of 100 KB -------------------------------------------
+
+BATCHED_PART_COUNT = 600
+BATCHED_PART_SIZE = 100 * 1024
+
+
+def batched_part(index: int) -> str:
+    head = f"part {index:04d} "
+    return head + chr(ord("a") + index % 26) * (BATCHED_PART_SIZE - len(head))
+
+
+def test_sdk_reads_a_60_mb_stream_sent_in_one_mib_batches(
+    node_sdk: NodeSdk, emulators: dict[str, FramedEmulator]
+) -> None:
+    emulator = emulators["v2"]
+    run_id, token = emulator.trigger(OPEN_TASK, {})
+    parts = [batched_part(index) for index in range(BATCHED_PART_COUNT)]
+    with httpx.Client(base_url=emulator.url, timeout=60.0) as client:
+        written = client.post(
+            f"/realtime/v1/streams/{run_id}/self/big",
+            content=((json.dumps(part) + "\n").encode() for part in parts),
+            headers={"Authorization": f"Bearer {emulator.secret_key}"},
+        )
+        assert written.status_code == 200, written.text
+        # What the SDK is about to read: no SSE event over 1.1 MB, no batch over 1 MiB metered.
+        body = client.get(
+            f"/realtime/v1/streams/{run_id}/big",
+            headers={"Authorization": f"Bearer {token}", "Timeout-Seconds": "1"},
+        ).content
+    events = [block for block in body.split(b"\n\n") if block.startswith(b"event: batch")]
+    assert len(events) == 60
+    assert max(len(block) + 2 for block in events) < 1_100_000
+    for block in events:
+        records = json.loads(block.split(b"data: ", 1)[1])["records"]
+        assert sum(8 + len(record["body"].encode()) for record in records) <= 1024 * 1024
+
+    result = emulator.node(
+        node_sdk, "read_digests.mjs", {"runId": run_id, "key": "big", "token": token}, timeout=120
+    )
+    assert result["ok"], f"the SDK reader failed with {result['error']}"
+    assert result["chunksMatchParts"]
+    assert result["parts"] == [
+        {
+            "id": str(index),
+            "length": len(part),
+            "sha256": hashlib.sha256(part.encode()).hexdigest(),
+        }
+        for index, part in enumerate(parts)
+    ]

@@ -33,6 +33,7 @@ from trigger_django.emulator.state import (
     EmulatorConfig,
     EmulatorState,
     InputReceived,
+    RecordTooLargeError,
     Run,
     StreamVersion,
     js_json,
@@ -697,6 +698,10 @@ class EmulatorApp:
                     chunk_index += 1
         except ConnectionResetError:
             return
+        except RecordTooLargeError as error:
+            # What S2 answers the SDK's v2 writer for such a record; the lines before it stay.
+            await response.json(422, {"ok": False, "error": error.s2_message})
+            return
         except ShuttingDown:
             # The SDK writer retries 503 with a HEAD resume query, as after a real restart.
             await response.json(503, {"error": "The emulator is shutting down"})
@@ -721,7 +726,11 @@ class EmulatorApp:
             raise HttpError(400, "Cannot append to a realtime stream on a completed run")
         part = (await request.body(APPEND_MAX_BYTES)).decode("utf-8", errors="replace")
         run.add_realtime_stream(key)
-        run.stream(key).append_part(part, request.header("x-part-id") or None)
+        try:
+            run.stream(key).append_part(part, request.header("x-part-id") or None)
+        except RecordTooLargeError as error:
+            # The server checks the envelope's metered size before appending to S2.
+            raise HttpError(413, {"ok": False, "error": error.message}) from None
         await response.json(200, {"ok": True})
 
     # -- input streams ----------------------------------------------------------------------
@@ -751,8 +760,11 @@ class EmulatorApp:
             raise HttpError(400, {"ok": False, "error": "Invalid request body"})
         data = body.get("data")
         record_id = "inp_" + uuid.uuid4().hex[:12]
+        try:
+            run.stream(INPUT_STREAM_PREFIX + stream_id).append_part(js_json(data), record_id)
+        except RecordTooLargeError as error:
+            raise HttpError(413, {"ok": False, "error": error.message}) from None
         run.inputs.append(InputReceived(stream_id, data, record_id, now_ms()))
-        run.stream(INPUT_STREAM_PREFIX + stream_id).append_part(js_json(data), record_id)
         await response.json(200, {"ok": True})
 
     # -- control API ------------------------------------------------------------------------

@@ -25,6 +25,14 @@ FINISHED_STATUSES = frozenset(
 )
 INPUT_STREAM_PREFIX = "$trigger.input:"
 REQUEST_LOG_LIMIT = 100_000
+#: S2's metered size of a record: 8 bytes, plus 2 per header, plus the header names and values,
+#: plus the body (``s2_common::record`` ``EnvelopeRecord::metered_size``). Emulated records
+#: carry no headers.
+RECORD_OVERHEAD_BYTES = 8
+#: S2's per-record and per-batch limits (``s2_common::caps::RECORD_BATCH_MAX``).
+RECORD_MAX_METERED_BYTES = 1024 * 1024
+BATCH_MAX_RECORDS = 1000
+BATCH_MAX_METERED_BYTES = 1024 * 1024
 
 
 _JS_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -43,6 +51,24 @@ def nanoid(size: int = 7) -> str:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class RecordTooLargeError(ValueError):
+    """A v2 record whose S2 metered size would pass 1 MiB; S2 refuses it, so nothing is stored.
+
+    ``message`` is the wording of the real server's append route (413);
+    ``s2_message`` is S2's own (what a direct S2 append gets, 422).
+    """
+
+    def __init__(self, metered_bytes: int) -> None:
+        self.metered_bytes = metered_bytes
+        self.message = (
+            f"Record metered size {metered_bytes} bytes exceeds the S2 per-record limit of "
+            f"{RECORD_MAX_METERED_BYTES} bytes. Reduce tool-output size or split into smaller "
+            "parts."
+        )
+        self.s2_message = "record must have metered size less than 1 MiB"
+        super().__init__(self.message)
 
 
 @dataclass(slots=True)
@@ -69,6 +95,8 @@ class Record:
     text: str
     client_id: str = ""
     chunk_index: int = 0
+    #: S2's metered size of this record (v2 runs): 8 plus the UTF-8 body length.
+    metered: int = 0
     _v2_fragment: str | None = None
 
     @property
@@ -109,7 +137,14 @@ class Stream:
         return key
 
     def append_text(self, text: str, *, client_id: str = "", chunk_index: int = 0) -> Record:
-        """Store ``text`` verbatim as one entry (v1 raw NDJSON or a v2 record body)."""
+        """Store ``text`` verbatim as one entry (v1 raw NDJSON or a v2 record body).
+
+        On a v2 run a body whose metered size would pass 1 MiB raises
+        :class:`RecordTooLargeError` and stores nothing, as S2 refuses it.
+        """
+        metered = RECORD_OVERHEAD_BYTES + len(text.encode())
+        if self.version == "v2" and metered > RECORD_MAX_METERED_BYTES:
+            raise RecordTooLargeError(metered)
         ms = now_ms()
         record = Record(
             seq=len(self.records),
@@ -118,6 +153,7 @@ class Stream:
             text=text,
             client_id=client_id,
             chunk_index=chunk_index,
+            metered=metered,
         )
         self.records.append(record)
         if client_id:
@@ -152,12 +188,16 @@ class Stream:
         # v2: one record per line. Lines split across body reads (or across POSTs of one
         # writer) are re-joined, as the v1 reader does.
         lines = (self.pending_lines.pop(client_id, "") + text).split("\n")
-        if lines[-1]:
-            self.pending_lines[client_id] = lines[-1]
         for line in lines[:-1]:
             if line.strip():
                 self.append_json_line(line, client_id=client_id, chunk_index=chunk_index)
         self.last_chunk_index[client_id] = chunk_index
+        if lines[-1]:
+            pending = RECORD_OVERHEAD_BYTES + len(lines[-1].encode())
+            if pending > RECORD_MAX_METERED_BYTES:
+                # Its record could never be stored: refuse now instead of buffering more.
+                raise RecordTooLargeError(pending)
+            self.pending_lines[client_id] = lines[-1]
 
     def v1_start(self, last_event_id: str | None) -> int:
         """Index of the first entry strictly after a Redis stream id (``"2"`` means ``2-0``)."""
