@@ -469,3 +469,88 @@ def test_sdk_reads_a_60_mb_stream_sent_in_one_mib_batches(
         }
         for index, part in enumerate(parts)
     ]
+
+
+# -- runs.subscribeToRun: live run shapes -------------------------------------------------------
+
+
+def test_subscribe_to_run_follows_every_change_through_a_409_to_completion(
+    node_sdk: NodeSdk, emulators: dict[str, FramedEmulator]
+) -> None:
+    emulator = emulators["v2"]
+    run_id, token = emulator.trigger(OPEN_TASK, {"prompt": "subscribe"})
+    steps: list[dict[str, Any]] = [
+        {"update": {"status": "WAITING_TO_RESUME"}},
+        {"metadata": {"operations": [{"type": "set", "key": "progress", "value": 0.4}]}},
+        {"fault": "must-refetch"},
+        {"update": {"status": "EXECUTING", "tags": ["user:7"]}},
+        {"stream": "answer"},
+        {"metadata": {"metadata": {"progress": 1, "step": "Done"}}},
+        {"complete": {"answer": 42}},
+    ]
+    result = emulator.node(
+        node_sdk, "subscribe_run.mjs", {"runId": run_id, "token": token, "steps": steps}
+    )
+    assert result["error"] is None, result["error"]
+    seen = result["runs"]
+    observed = [
+        (
+            run["status"],
+            run.get("metadata"),
+            run["tags"],
+            run["realtimeStreams"],
+            run.get("output"),
+            run["isCompleted"],
+            run.get("finishedAt") is not None,
+        )
+        for run in seen
+    ]
+    waiting = ("WAITING", None, [], [], None, False, False)
+    progress = ("WAITING", {"progress": 0.4}, [], [], None, False, False)
+    tagged = ("EXECUTING", {"progress": 0.4}, ["user:7"], [], None, False, False)
+    assert observed == [
+        ("EXECUTING", None, [], [], None, False, False),
+        waiting,
+        progress,
+        progress,  # the same run again after the 409, from the refetched snapshot
+        tagged,
+        ("EXECUTING", {"progress": 0.4}, ["user:7"], ["answer"], None, False, False),
+        ("EXECUTING", {"progress": 1, "step": "Done"}, ["user:7"], ["answer"], None, False, False),
+        (
+            "COMPLETED",
+            {"progress": 1, "step": "Done"},
+            ["user:7"],
+            ["answer"],
+            {"answer": 42},
+            True,
+            True,
+        ),
+    ]
+    assert all(run["id"] == run_id for run in seen)
+    assert seen[0]["payload"] == {"prompt": "subscribe"}
+    assert (seen[1]["isWaiting"], seen[1]["isExecuting"]) == (True, False)
+    statuses = [(request["query"], request["status"]) for request in result["requests"]]
+    assert [status for _, status in statuses].count(409) == 1
+    # The SDK refetched after the 409 with offset -1 under the new handle, naming the old one.
+    after_409 = statuses[[status for _, status in statuses].index(409) + 1][0]
+    assert "offset=-1" in after_409
+    assert "expired_handle=run-" in after_409
+    assert f"handle={emulator.run(run_id)['shapeHandle']}" in after_409
+
+
+def test_subscribe_to_run_ends_on_a_failed_run_with_its_error(
+    node_sdk: NodeSdk, emulators: dict[str, FramedEmulator]
+) -> None:
+    emulator = emulators["v2"]
+    run_id, token = emulator.trigger(OPEN_TASK, {})
+    result = emulator.node(
+        node_sdk,
+        "subscribe_run.mjs",
+        {"runId": run_id, "token": token, "steps": [{"fail": "the tool broke"}]},
+    )
+    assert result["error"] is None, result["error"]
+    first, last = result["runs"]
+    assert (first["status"], last["status"]) == ("EXECUTING", "FAILED")
+    assert (last["isFailed"], last["isCompleted"], last["isSuccess"]) == (True, True, False)
+    assert last["error"]["message"] == "the tool broke"
+    assert last.get("output") is None

@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import logging
 import re
-import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -19,7 +18,7 @@ from trigger_django.emulator.state import (
     EmulatorConfig,
     Run,
     Stream,
-    js_json,
+    task_run_error,
 )
 
 logger = logging.getLogger(__name__)
@@ -89,50 +88,59 @@ class RunContext:
         self,
         stream_id: str,
         timeout: float | None = None,  # noqa: ASYNC109  (the interface tasks are written against)
+        *,
+        suspend: bool = True,
     ) -> Any:
-        """The ``data`` of the next input sent to ``stream_id`` (earlier sends are buffered)."""
+        """The ``data`` of the next input sent to ``stream_id`` (earlier sends are buffered).
+
+        Like the SDK's ``.wait()``, a run that has to wait is suspended: its status is
+        ``WAITING_TO_RESUME`` (the SDK's ``WAITING``) until the input arrives, then
+        ``EXECUTING`` again. ``suspend=False`` waits as ``.once()`` does, still executing.
+        """
         stream: Stream = self._run.stream(INPUT_STREAM_PREFIX + stream_id)
         cursor = self._run.input_cursors.get(stream_id, 0)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        while cursor >= len(stream):
-            changed = stream.changed()
-            remaining = None if deadline is None else deadline - loop.time()
-            if remaining is not None and remaining <= 0:
-                changed.cancel()
-                raise InputTimeoutError(f"No input on {stream_id!r} within {timeout} s.")
-            try:
-                await asyncio.wait_for(changed, remaining)
-            except TimeoutError:
-                raise InputTimeoutError(f"No input on {stream_id!r} within {timeout} s.") from None
+        suspended = False
+        try:
+            while cursor >= len(stream):
+                if suspend and not suspended:
+                    self._run.set_status("WAITING_TO_RESUME")
+                    suspended = True
+                changed = stream.changed()
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    changed.cancel()
+                    raise InputTimeoutError(f"No input on {stream_id!r} within {timeout} s.")
+                try:
+                    await asyncio.wait_for(changed, remaining)
+                except TimeoutError:
+                    raise InputTimeoutError(
+                        f"No input on {stream_id!r} within {timeout} s."
+                    ) from None
+        finally:
+            if suspended and not self._run.is_finished:
+                self._run.set_status("EXECUTING")
         self._run.input_cursors[stream_id] = cursor + 1
         received = [item for item in self._run.inputs if item.stream_id == stream_id]
         return received[cursor].data
 
     def set_metadata(self, **values: Any) -> None:
+        """Merge ``values`` into the run's metadata (one run-shape update)."""
         self._run.set_metadata(values)
+
+    def set_status(self, status: str) -> None:
+        """Put the run in another unfinished DB status, e.g. ``"WAITING_TO_RESUME"``."""
+        self._run.set_status(status)
+
+    def add_tags(self, *tags: str) -> None:
+        self._run.add_tags(list(tags))
 
     def complete(self, output: Any = None) -> None:
         self._run.finish("COMPLETED_SUCCESSFULLY", output=output)
 
     def fail(self, error: Any) -> None:
-        self._run.finish("COMPLETED_WITH_ERRORS", error=_error_json(error))
-
-
-def _error_json(error: Any) -> Any:
-    """The error as a ``TaskRunError`` (the shape the SDK validates run errors against)."""
-    if isinstance(error, BaseException):
-        return {
-            "type": "BUILT_IN_ERROR",
-            "name": type(error).__name__,
-            "message": str(error),
-            "stackTrace": "".join(traceback.format_exception(error)),
-        }
-    if isinstance(error, str):
-        return {"type": "STRING_ERROR", "raw": error}
-    if isinstance(error, dict) and "type" in error:
-        return error
-    return {"type": "CUSTOM_ERROR", "raw": js_json(error)}
+        self._run.finish("COMPLETED_WITH_ERRORS", error=task_run_error(error))
 
 
 async def execute(function: TaskFunction, run: Run, config: EmulatorConfig) -> None:
@@ -145,7 +153,7 @@ async def execute(function: TaskFunction, run: Run, config: EmulatorConfig) -> N
         raise
     except Exception as error:
         logger.info("Simulated task %s of %s failed: %r", run.task_identifier, run.id, error)
-        run.finish("COMPLETED_WITH_ERRORS", error=_error_json(error))
+        run.finish("COMPLETED_WITH_ERRORS", error=task_run_error(error))
     else:
         run.finish("COMPLETED_SUCCESSFULLY", output=output)
 
