@@ -113,14 +113,13 @@ _TIMESTAMP_PREFIX = re.compile(r"\s*([+-]?[0-9]+)")
 
 
 def _redis_timestamp(stream_id: str | None) -> int:
-    # `parseInt(<part before "-">) || Date.now()` (the SDK's parseRedisStreamIdTimestamp), for
-    # ASCII digits only, as parseInt; a value no clock gives (0, or over 19 digits) means now.
+    # `parseInt(<part before "-">, 10)`, or now when that is NaN (the SDK's
+    # parseRedisStreamIdTimestamp): ASCII digits only, as parseInt; over 19 digits (no clock
+    # gives that, and Python refuses past 4,300) also means now.
     if stream_id:
         match = _TIMESTAMP_PREFIX.match(stream_id.partition("-")[0])
         if match and len(match.group(1).lstrip("+-")) <= 19:
-            value = int(match.group(1))
-            if value:
-                return value
+            return int(match.group(1))
     return int(time.time() * 1000)
 
 
