@@ -34,6 +34,7 @@ from trigger_django.client import (
     UpstreamUnavailableError,
 )
 from trigger_django.conf import get_config
+from trigger_django.streams import ChunkCheck
 from trigger_django.tickets import (
     Ticket,
     TicketError,
@@ -316,6 +317,8 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                 stall_timeout=timeout + STALL_MARGIN,
                 refresh_token=refresh_token,
             )
+            # A defined stream's type is checked; a misfit is logged once and sent all the same.
+            check = ChunkCheck.for_key(ticket.key, ticket.run_id)
             async with contextlib.aclosing(stream):  # type: ignore[type-var]
                 while True:
                     await self.wait_for_room(subscription)
@@ -323,6 +326,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
                         part = await anext(stream)
                     except StopAsyncIteration:
                         break
+                    check(part.chunk)
                     subscription.add(part)
                     self.dirty.set()
             subscription.terminal = {"type": "complete", "sub": subscription.sub_id}

@@ -28,6 +28,8 @@ TaskFunction = Callable[["RunContext"], Awaitable[Any]]
 _F = TypeVar("_F", bound=TaskFunction)
 
 _REGISTRY: dict[str, TaskFunction] = {}
+#: Consulted, in order, for a task id with no registered function (``register_task_resolver``).
+_RESOLVERS: list[Callable[[str], TaskFunction | None]] = []
 
 
 def register_task(task_id: str) -> Callable[[_F], _F]:
@@ -42,8 +44,19 @@ def register_task(task_id: str) -> Callable[[_F], _F]:
     return decorator
 
 
+def register_task_resolver(resolver: Callable[[str], TaskFunction | None]) -> None:
+    """Let ``resolver(task_id)`` supply a function for task ids registered nowhere else, at
+    trigger time (``trigger_django.testing`` scripts the tasks of a user's project this way)."""
+    _RESOLVERS.append(resolver)
+
+
 def registered_task(task_id: str) -> TaskFunction | None:
-    return _REGISTRY.get(task_id)
+    function = _REGISTRY.get(task_id)
+    for resolver in _RESOLVERS:
+        if function is not None:
+            break
+        function = resolver(task_id)
+    return function
 
 
 class InputTimeoutError(TimeoutError):
