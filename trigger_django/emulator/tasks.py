@@ -28,7 +28,7 @@ TaskFunction = Callable[["RunContext"], Awaitable[Any]]
 _F = TypeVar("_F", bound=TaskFunction)
 
 _REGISTRY: dict[str, TaskFunction] = {}
-#: Consulted, in order, for a task id with no registered function (``register_task_resolver``).
+#: Consulted, in order, before the registry (``register_task_resolver``).
 _RESOLVERS: list[Callable[[str], TaskFunction | None]] = []
 
 
@@ -45,18 +45,18 @@ def register_task(task_id: str) -> Callable[[_F], _F]:
 
 
 def register_task_resolver(resolver: Callable[[str], TaskFunction | None]) -> None:
-    """Let ``resolver(task_id)`` supply a function for task ids registered nowhere else, at
-    trigger time (``trigger_django.testing`` scripts the tasks of a user's project this way)."""
+    """Let ``resolver(task_id)`` supply the function of a task at trigger time, ahead of the
+    registry (``trigger_django.testing`` scripts a project's tasks, even built-in ids, this
+    way); it returns ``None`` to leave the task to the registry."""
     _RESOLVERS.append(resolver)
 
 
 def registered_task(task_id: str) -> TaskFunction | None:
-    function = _REGISTRY.get(task_id)
     for resolver in _RESOLVERS:
-        if function is not None:
-            break
         function = resolver(task_id)
-    return function
+        if function is not None:
+            return function
+    return _REGISTRY.get(task_id)
 
 
 class InputTimeoutError(TimeoutError):

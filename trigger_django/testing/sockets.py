@@ -86,7 +86,8 @@ class StreamSocket:
         self._count += 1
         sub = sub or f"s{self._count}"
         if ticket is None:
-            ticket = await sync_to_async(make_ticket)(user_pk=self.user.pk, run_id=run_id, key=key)
+            user_pk = None if self.user is None else self.user.pk
+            ticket = await sync_to_async(make_ticket)(user_pk=user_pk, run_id=run_id, key=key)
         message: dict[str, Any] = {
             "type": "subscribe",
             "sub": sub,
