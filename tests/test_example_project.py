@@ -128,3 +128,26 @@ def test_the_login_page_names_the_demo_account_only_in_the_demo(settings):
 def test_pages_link_a_favicon_that_is_served(ada):
     page = logged_in(ada).get("/").content.decode()
     assert 'rel="icon" href="/static/example_project/favicon.svg"' in page
+
+
+def test_the_defined_streams_are_registered_when_the_apps_load():
+    # Even a process that serves only WebSockets (never importing the views) knows them.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from trigger_django import streams; "
+            "print(streams.output_stream('ai-output'), streams.input_stream('approval').form)",
+        ],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "example_project.settings"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "OutputStream(id='ai-output', type=<class 'str'>) "
+        "<class 'trigger_django.forms.ApprovalForm'>"
+    )
