@@ -13,9 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from trigger_django.emulator.testing import REPO_ROOT, EmulatorProcess
+from trigger_django.emulator.testing import EmulatorProcess
 
 from .conftest import AUTH, SECRET, UNREGISTERED_TASK, read_bodies
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 LISTENING = re.compile(r"^Trigger\.dev emulator listening on http://127\.0\.0\.1:(\d+)$")
 
