@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from httpx_sse import aconnect_sse
 
 from bench import procstat
 from bench.protocol import Page, Viewer
@@ -296,28 +297,24 @@ def new_viewer(user: Any, run_id: str, sub: str = "s1", timeout: int = 30) -> Vi
 async def direct_read(
     url: str, run_id: str, expected: int, received: dict[int, float], ready: asyncio.Event
 ) -> float:
-    """Read the emulator's SSE as a bare loop; record ``n → receive time``; returns wall s."""
+    """Read the emulator's SSE like bench/run.py's bare loop (httpx-sse, the two JSON decodes
+    per v2 record, nothing else); record ``n → receive time``; returns the wall seconds."""
     loads = json.loads
     async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None)) as client:
         start = time.perf_counter()
-        async with client.stream(
+        async with aconnect_sse(
+            client,
             "GET",
             f"{url}/realtime/v1/streams/{run_id}/default",
             headers={"Authorization": f"Bearer {SECRET_KEY}", "Timeout-Seconds": "30"},
-        ) as response:
+        ) as source:
             ready.set()
-            buffer = ""
-            async for text in response.aiter_text():
+            async for event in source.aiter_sse():
+                if event.event != "batch":
+                    continue
                 now = time.time()
-                buffer += text
-                *events, buffer = buffer.split("\n\n")
-                for event in events:
-                    data = [line[6:] for line in event.split("\n") if line.startswith("data: ")]
-                    if "event: batch" not in event or not data:
-                        continue
-                    for record in loads(data[0])["records"]:
-                        chunk = loads(record["body"])["data"]
-                        received.setdefault(chunk["n"], now)
+                for record in loads(event.data)["records"]:
+                    received.setdefault(loads(record["body"])["data"]["n"], now)
                 if len(received) >= expected:
                     break
         return time.perf_counter() - start
@@ -518,6 +515,8 @@ async def scenario_2(stack: Stack, report: Report, quick: bool) -> None:
         warm = page_for(daphne, users[0][1], [new_viewer(users[0][0], run_id, timeout=5)])
         warm.expected = {"s1": 100}
         await asyncio.wait_for(warm.run(), 60)
+        # The emulator frames each record once and caches it: the first full read pays that.
+        await direct_read(stack.emulator.url, run_id, parts, {}, asyncio.Event())
         for user, session_key in users:
             received: dict[int, float] = {}
             wall = await direct_read(stack.emulator.url, run_id, parts, received, asyncio.Event())
@@ -585,7 +584,7 @@ async def many_viewers(
                 for r, d in zip(sample, direct, strict=True)
             ]
             cpu0 = sum(procstat.cpu_seconds(d.pid) for d in daphnes)
-            wall0 = time.perf_counter()
+            wall0, go_time = time.perf_counter(), time.time()
             await asyncio.to_thread(stack.go, run_ids)
             finished = await pool.finish(limit=seconds + 120)
             wall = time.perf_counter() - wall0
@@ -598,6 +597,9 @@ async def many_viewers(
     results = pool.load()
     latencies = collect(results, parts, correctness)
     delivered = sum(len(v["parts"]) for v in results)
+    # From the go signal to the last part received (not to the clients' exit).
+    last = max((received for v in results for _n, _t, received in v["parts"]), default=go_time)
+    span = max(1e-3, last - go_time)
     # The writers' own times, for the baseline: written → read by the bare loop.
     written = {(v["run_id"], n): t for v in results for n, t, _ in v["parts"]}
     base = [
@@ -611,9 +613,10 @@ async def many_viewers(
         "direct_latency": latency_summary(base),
         "delivered": delivered,
         "wall_s": wall,
+        "span_s": span,
         "daphne_cpu_s": cpu,
         "cpu_ms_per_part": cpu / max(1, delivered) * 1000,
-        "deliveries_per_s": delivered / wall,
+        "deliveries_per_s": delivered / span,
         "upstream_connections": upstream,
         "finished_in_time": finished,
         "daphne_rss_mb": [r / 2**20 for r in rss],
@@ -666,7 +669,7 @@ async def scenario_3(stack: Stack, report: Report, quick: bool, clients: int) ->
             "ms",
             target="≤ 0.1 ms",
             met=summary["cpu_ms_per_part"] <= 0.1,
-            note=f"{summary['delivered']:,} parts in {summary['wall_s']:.1f} s",
+            note=f"{summary['delivered']:,} parts in {summary['span_s']:.1f} s",
         )
     )
 
@@ -715,7 +718,7 @@ async def scenario_4(stack: Stack, report: Report, quick: bool, clients: int) ->
                 "daphne CPU per delivered part",
                 summary["cpu_ms_per_part"],
                 "ms",
-                note=f"{summary['delivered']:,} parts in {summary['wall_s']:.1f} s"
+                note=f"{summary['delivered']:,} parts in {summary['span_s']:.1f} s"
                 + ("" if summary["finished_in_time"] else ", NOT all delivered in time"),
             )
         )
@@ -900,7 +903,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> Report:
     report = Report()
     try:
         with Stack(workdir) as stack:
-            print(HEADER)
+            print(HEADER, flush=True)
             print("-" * len(HEADER))
             for name in args.scenario:
                 if name == "1":

@@ -14,5 +14,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"trigger_django": {"handlers": ["console"], "level": "WARNING"}},
+    "loggers": {
+        "trigger_django": {"handlers": ["console"], "level": "WARNING"},
+        # daphne sets the root logger to INFO: httpx would log every upstream request.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+    },
 }

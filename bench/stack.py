@@ -173,6 +173,11 @@ def open_stream_reads(requests: list[dict[str, Any]]) -> int:
 
 
 def stream_reads(requests: list[dict[str, Any]], run_id: str, key: str = "default") -> int:
-    """Upstream connections made for one stream (the emulator's request log)."""
+    """Upstream connections daphne made for one stream (the emulator's request log: reads with
+    a token; the bench's own baseline readers use the secret key and are not counted)."""
     path = f"/realtime/v1/streams/{run_id}/{key}"
-    return sum(1 for r in requests if r["method"] == "GET" and r["path"] == path)
+    return sum(
+        1
+        for r in requests
+        if r["method"] == "GET" and r["path"] == path and r.get("auth") != "secret"
+    )

@@ -64,6 +64,7 @@ class PageClient:
         self.close_codes: list[int | None] = []
         #: Limits how many pages connect at once (None: no limit).
         self.connect_gate: asyncio.Semaphore | None = None
+        self._closing: asyncio.Future[None] | None = None
         self._attempt = 0
         self._flush_wanted = asyncio.Event()
         self._stop = asyncio.Event()
@@ -82,8 +83,12 @@ class PageClient:
         return all(v.state == "live" or v.done for v in self.page.viewers.values())
 
     def stop(self) -> None:
+        """Close (1000) and stop reconnecting. Must be called from the client's event loop."""
         self._stop.set()
         self._flush_wanted.set()
+        if self.socket is not None:
+            # An idle socket may never receive again: close it rather than wait for a frame.
+            self._closing = asyncio.ensure_future(self.socket.close(1000))
 
     def drop(self) -> bool:
         """Cut the TCP connection now (no close frame): a network drop. False if not connected."""
