@@ -33,9 +33,7 @@ import os
 import platform
 import random
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +48,7 @@ from httpx_sse import aconnect_sse
 
 from bench import procstat
 from bench.protocol import Page, Viewer
-from bench.stack import EMULATOR_TASKS, REPO_ROOT, Daphne, daphne_env
+from bench.stack import EMULATOR_TASKS, REPO_ROOT, Daphne, daphne_env, redis_server
 from bench.viewers import PageClient
 
 RESULTS = REPO_ROOT / "bench" / "results" / "pipeline-latest.json"
@@ -729,50 +727,6 @@ def fanout_known() -> bool:
     from trigger_django.conf import DEFAULTS
 
     return "FANOUT" in DEFAULTS
-
-
-@contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (`make system-deps`)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 async def scenario_4_fanout(stack: Stack, report: Report, quick: bool, clients: int) -> None:

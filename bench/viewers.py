@@ -162,7 +162,7 @@ class PageClient:
             await socket.close(1000)
             self.socket = None
             return False
-        code = socket.close_code if socket.close_rcvd is not None else 1006
+        code = socket.close_code or 1006  # none received: an abnormal closure
         self.socket = None
         self.close_codes.append(code)
         retry = self.page.on_close(code)
