@@ -17,7 +17,8 @@ more upstream connections than its pool may keep idle (``HTTP_MAX_KEEPALIVE_CONN
 small here so that a leaked connection shows); daphne is alive. At the end daphne's RSS is flat
 after the first cycle (see ``RSS_TOLERANCE``) and a fresh viewer still streams.
 
-Bounded by ``SOAK_SECONDS`` (default 45 s of cycles, at least 3 cycles: ≈ 70 s in all);
+Bounded by ``SOAK_SECONDS`` (default 40 s of cycles, at least 3 cycles: ≈ 80 s in all on a
+busy 2-core machine);
 ``make soak`` runs it with ``SOAK_SECONDS=600``. ``SOAK_VIEWERS`` changes the number of viewers.
 """
 
@@ -51,7 +52,7 @@ from bench.stack import (
 from bench.viewers import PageClient
 from trigger_django.emulator.testing import EmulatorProcess
 
-SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "45"))
+SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "40"))
 VIEWERS = int(os.environ.get("SOAK_VIEWERS", "200"))
 VIEWERS_PER_RUN = 4
 PARTS = 40
@@ -173,8 +174,10 @@ async def run_cycle(
         client.connect_gate = gate
     tasks = [asyncio.create_task(client.run()) for client in clients]
     try:
+        t0 = time.monotonic()
         subscribed = await wait_until(lambda: all(c.all_live() for c in clients), 90)
         assert subscribed, "not every viewer was subscribed within 90 s"
+        t1 = time.monotonic()
         await asyncio.to_thread(go, emulator, run_ids)
         # Browser-leg drops: waves over the writing time, a fifth of the sockets each.
         drops = 0
@@ -190,6 +193,10 @@ async def run_cycle(
         )
         for task in tasks:
             task.result()
+        print(
+            f"soak: {len(clients)} subscribed in {t1 - t0:.1f} s, all parts after "
+            f"{time.monotonic() - t1:.1f} s more"
+        )
     finally:
         for client in clients:
             client.stop()
@@ -245,8 +252,9 @@ async def test_soak_exactly_once_no_leaks_flat_rss(
         )
         rss.append(procstat.rss_bytes(daphne.pid))
         print(
-            f"soak cycle {cycles} done at {time.monotonic() - started:.0f} s: {drops} socket drops, "
-            f"RSS {rss[-1] / 2**20:.1f} MB, {connections[-1]} idle upstream connections"
+            f"soak cycle {cycles} done at {time.monotonic() - started:.0f} s: "
+            f"{drops} socket drops, RSS {rss[-1] / 2**20:.1f} MB, "
+            f"{connections[-1]} idle upstream connections"
         )
 
     rss_mb = [round(r / 2**20, 1) for r in rss]
