@@ -2,24 +2,23 @@
 and socket drops, cycle after cycle.
 
 Each cycle is a page load of every viewer: 50 runs of ``bench-writer`` (bench/emulator_tasks.py)
-write ``{"n": 0…}`` parts at 10 parts/s, four viewers per run, each viewer its own user, session
-and socket, speaking the page's protocol (bench/protocol.py, bench/viewers.py). While the parts
-flow:
+write ``{"n": 0…}`` parts at 4 parts/s (800 part deliveries/s in all, below what one daphne
+process keeps up with today), four viewers per run, each viewer its own user, session and socket,
+speaking the page's protocol (bench/protocol.py, bench/viewers.py). While the parts flow:
 
 * upstream leg: the emulator drops reads mid-body (``drop`` after a random number of records,
-  1 to 3 times per run) or answers 503 (``status``) when they are opened;
+  once or twice per run) or answers 503 (``status``) when they are opened;
 * browser leg: random waves cut a fifth of the sockets without a close handshake; the pages
   reconnect with their backoff and resubscribe from their cursor.
 
 After every cycle: each viewer has exactly ``0…N-1`` (0 lost, 0 duplicated, 0 reordered); the
-emulator serves no stream read any more (no reader task or upstream request left); daphne holds no
-more upstream connections than its pool may keep idle (``HTTP_MAX_KEEPALIVE_CONNECTIONS``, set
-small here so that a leaked connection shows); daphne is alive. At the end daphne's RSS is flat
-after the first cycle (see ``RSS_TOLERANCE``) and a fresh viewer still streams.
+emulator serves no stream read any more (no reader task or upstream request left); daphne holds
+no connection to the emulator (its pool keeps none idle here, ``HTTP_MAX_KEEPALIVE_CONNECTIONS``
+= 0, so any connection left is leaked); daphne is alive. At the end daphne's RSS is flat after the
+first cycle (see ``RSS_TOLERANCE`` and ``RSS_SLOPE``) and a fresh viewer still streams.
 
-Bounded by ``SOAK_SECONDS`` (default 40 s of cycles, at least 3 cycles: ≈ 80 s in all on a
-busy 2-core machine);
-``make soak`` runs it with ``SOAK_SECONDS=600``. ``SOAK_VIEWERS`` changes the number of viewers.
+Bounded by ``SOAK_SECONDS`` (default 30 s of cycles, at least 3 cycles); ``make soak`` runs it
+with ``SOAK_SECONDS=600``. ``SOAK_VIEWERS`` changes the number of viewers.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ import asyncio
 import itertools
 import os
 import random
+import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,21 +52,27 @@ from bench.stack import (
 from bench.viewers import PageClient
 from trigger_django.emulator.testing import EmulatorProcess
 
-SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "40"))
+SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "30"))
 VIEWERS = int(os.environ.get("SOAK_VIEWERS", "200"))
 VIEWERS_PER_RUN = 4
-PARTS = 40
-RATE = 10.0
+PARTS = 20
+RATE = 4.0
 MIN_CYCLES = 3
-#: Small, so that connections left behind stand out from the pool's idle ones.
-KEEPALIVE = 10
+#: The upstream pool keeps no idle connection (``HTTP_MAX_KEEPALIVE_CONNECTIONS``), so once no
+#: stream is open daphne must hold no connection to the emulator at all: any one left is leaked.
+KEEPALIVE = 0
 #: RSS after any later cycle may exceed RSS after the first by this much. One cycle's working
-#: set is ≈ 200 sockets x ~55 KB (bench scenario 5) + 200 reads ≈ 11 MB + the parts; CPython
+#: set is about 200 sockets x ~55 KB (bench scenario 5) + 200 reads, 11 MB + the parts; CPython
 #: keeps freed arenas and fragments them, so a later cycle can land a few MB above the first
-#: without anything being kept. A leak of a cycle's sockets or subscriptions adds ≥ 11 MB per
-#: cycle and exceeds this by the third cycle; smaller leaks (connections) are caught directly by
-#: the connection count.
+#: without anything being kept (seen: +4 to +5 MB at cycle 2, then +0.1 to +0.5 MB a cycle). A leak
+#: of a cycle's sockets or subscriptions adds >= 11 MB a cycle and exceeds this at once; smaller
+#: leaks of connections are caught directly by the connection count.
 RSS_TOLERANCE = 8 * 2**20
+#: From ``SLOPE_CYCLES`` cycles on (``make soak``), RSS must also stop growing: the least-squares
+#: slope over cycles 2..N at most this much per cycle, about 1 KB per viewer and page load. A
+#: fragmentation plateau has no slope; a per-page-load leak has one however small the cycle.
+RSS_SLOPE = 0.2 * 2**20
+SLOPE_CYCLES = 6
 
 pytestmark = [
     pytest.mark.soak,
@@ -135,7 +141,7 @@ def trigger_cycle(emulator: EmulatorProcess, runs: int, rng: random.Random) -> l
             "bench-writer", {"count": PARTS, "rate": RATE, "go": "go", "phase": rng.random() / RATE}
         )
         # Faults apply to the next reads of the stream, whichever viewer's reader opens them.
-        for _ in range(rng.randint(1, 3)):
+        for _ in range(rng.randint(1, 2)):
             if rng.random() < 0.8:
                 emulator.inject_fault(run_id, "default", "drop", after=rng.randint(1, PARTS - 5))
             else:
@@ -218,6 +224,7 @@ async def test_soak_exactly_once_no_leaks_flat_rss(
     upstream_reads = 0
     rss: list[int] = []
     connections: list[int] = []
+    problems: list[str] = []
     started = time.monotonic()
     cycles = 0
     while cycles < MIN_CYCLES or time.monotonic() - started < SOAK_SECONDS:
@@ -245,16 +252,22 @@ async def test_soak_exactly_once_no_leaks_flat_rss(
             "20 s after every viewer left"
         )
         assert daphne.alive(), f"daphne died in cycle {cycles}:\n{daphne.log()[-3000:]}"
-        connections.append(procstat.established_to_port(daphne.pid, emulator_port))
-        assert connections[-1] <= KEEPALIVE, (
-            f"cycle {cycles}: daphne holds {connections[-1]} connections to the emulator with no "
-            f"stream open; its pool keeps at most {KEEPALIVE} idle"
+        # Closing takes a moment; a leaked connection stays.
+        await wait_until(
+            lambda: procstat.established_to_port(daphne.pid, emulator_port) <= KEEPALIVE, 2
         )
+        connections.append(procstat.established_to_port(daphne.pid, emulator_port))
+        if connections[-1] > KEEPALIVE:
+            # Not fatal at once: the soak goes on, so that one run reports everything.
+            problems.append(
+                f"cycle {cycles}: daphne holds {connections[-1]} connections to the emulator with "
+                f"no stream open; its pool keeps at most {KEEPALIVE} idle: the others are leaked"
+            )
         rss.append(procstat.rss_bytes(daphne.pid))
         print(
             f"soak cycle {cycles} done at {time.monotonic() - started:.0f} s: "
             f"{drops} socket drops, RSS {rss[-1] / 2**20:.1f} MB, "
-            f"{connections[-1]} idle upstream connections"
+            f"{connections[-1]} upstream connections left"
         )
 
     rss_mb = [round(r / 2**20, 1) for r in rss]
@@ -262,17 +275,26 @@ async def test_soak_exactly_once_no_leaks_flat_rss(
         f"\nsoak: {cycles} cycles in {time.monotonic() - started:.0f} s, {len(users)} viewers, "
         f"{cycles * len(users) * PARTS:,} parts expected; lost {lost}, duplicated {duplicated}, "
         f"reordered {reordered}; {socket_drops} socket drops, {reconnects} reconnects, "
-        f"{upstream_reads} upstream requests; idle upstream connections per cycle {connections}; "
+        f"{upstream_reads} upstream requests; upstream connections left per cycle {connections}; "
         f"daphne RSS per cycle {rss_mb} MB"
     )
-    assert (lost, duplicated, reordered) == (0, 0, 0)
-    assert socket_drops > 0, "the soak dropped no socket: it tested nothing"
-    assert reconnects > 0, "no page reconnected after its socket was dropped"
+    if (lost, duplicated, reordered) != (0, 0, 0):
+        problems.append(f"lost {lost}, duplicated {duplicated}, reordered {reordered} parts")
+    if not socket_drops or not reconnects:
+        problems.append("no socket was dropped and resumed: the soak tested nothing")
     growth = max(rss[1:]) - rss[0]
-    assert growth <= RSS_TOLERANCE, (
-        f"daphne's RSS grew {growth / 2**20:.1f} MB after the first cycle "
-        f"(tolerance {RSS_TOLERANCE / 2**20:.0f} MB): {rss_mb} MB"
-    )
+    if growth > RSS_TOLERANCE:
+        problems.append(
+            f"daphne's RSS grew {growth / 2**20:.1f} MB after the first cycle "
+            f"(tolerance {RSS_TOLERANCE / 2**20:.0f} MB): {rss_mb} MB"
+        )
+    if cycles >= SLOPE_CYCLES:
+        slope = statistics.linear_regression(range(len(rss) - 1), rss[1:]).slope
+        if slope > RSS_SLOPE:
+            problems.append(
+                f"daphne's RSS keeps growing after the first cycle: {slope / 2**20:.2f} MB a "
+                f"cycle (at most {RSS_SLOPE / 2**20:.1f}): {rss_mb} MB"
+            )
     # Still healthy: it answers HTTP and streams to a fresh viewer.
     async with httpx.AsyncClient() as http:
         response = await http.get(f"{daphne.url}/", follow_redirects=False)
@@ -286,3 +308,4 @@ async def test_soak_exactly_once_no_leaks_flat_rss(
     )
     await asyncio.wait_for(client.run(), 30)
     assert [p.chunk["n"] for p in page.viewers["last"].applied] == [0, 1, 2, 3, 4]
+    assert not problems, "\n".join(problems)
