@@ -104,6 +104,9 @@ class EmulatorApp:
             await response.json(error.status, {"error": error.message})
         except ConnectionResetError:
             return
+        finally:
+            if log_entry is not None:
+                log_entry.open = False
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
