@@ -8,7 +8,7 @@ import re
 
 import httpx
 
-from .conftest import AUTH, UNREGISTERED_TASK, bearer, electric
+from .conftest import AUTH, SECRET, UNREGISTERED_TASK, bearer, electric
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}$")
 
@@ -144,3 +144,37 @@ def test_a_client_without_the_electric_version_gets_the_legacy_header_names(emul
     assert live.headers["electric-shape-id"] == handle
     assert live.headers["electric-chunk-last-offset"] != offset
     assert live.json()[0]["value"]["status"] == "COMPLETED_SUCCESSFULLY"
+
+
+async def test_a_live_request_with_no_change_answers_up_to_date_after_the_hold(monkeypatch):
+    """In process, with the 20 s hold shortened: nothing changed, so the same offset."""
+    from trigger_django.emulator import EmulatorApp, EmulatorConfig, shapes
+
+    monkeypatch.setattr(shapes, "LIVE_HOLD_SECONDS", 0.05)
+    app = EmulatorApp(EmulatorConfig(secret_key=SECRET))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://emulator") as client:
+        triggered = await client.post(
+            f"/api/v1/tasks/{UNREGISTERED_TASK}/trigger", json={"payload": {}}, headers=AUTH
+        )
+        run_id = triggered.json()["id"]
+        initial = await client.get(f"/realtime/v1/runs/{run_id}", headers=electric(SECRET))
+        params = {
+            "live": "true",
+            "offset": initial.headers["electric-offset"],
+            "handle": initial.headers["electric-handle"],
+            "cursor": "",
+        }
+        first = await client.get(
+            f"/realtime/v1/runs/{run_id}", params=params, headers=electric(SECRET)
+        )
+        second = await client.get(
+            f"/realtime/v1/runs/{run_id}", params=params, headers=electric(SECRET)
+        )
+    for response in (first, second):
+        assert response.status_code == 200
+        assert response.json() == [{"headers": {"control": "up-to-date"}}]
+        assert response.headers["electric-offset"] == params["offset"]
+        assert response.headers["electric-handle"] == params["handle"]
+    # A new cursor each time, as Electric's live responses carry.
+    assert first.headers["electric-cursor"] != second.headers["electric-cursor"]

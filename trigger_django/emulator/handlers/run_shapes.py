@@ -47,7 +47,7 @@ async def run_shape(call: Call) -> None:
 
     seen = shapes.revision_of(offset)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + shapes.LIVE_HOLD_SECONDS
+    deadline = loop.time() + shapes.live_hold_seconds()
     disconnected = asyncio.ensure_future(wait_disconnect(request))
     closing = asyncio.ensure_future(call.state.closing.wait())
     try:
