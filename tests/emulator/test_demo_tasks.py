@@ -19,7 +19,7 @@ from trigger_django.emulator import (
 from trigger_django.emulator.state import InputReceived, Run
 from trigger_django.emulator.tasks import execute, registered_task
 
-from .conftest import SECRET, bearer, read_body
+from .conftest import SECRET, bearer, electric, read_body
 
 
 async def follow_run(
@@ -31,7 +31,7 @@ async def follow_run(
     async with httpx.AsyncClient(base_url=url, timeout=30.0) as client:
         while not rows or rows[-1]["status"] != until:
             response = await client.get(
-                f"/realtime/v1/runs/{run_id}", params=params, headers=bearer(token)
+                f"/realtime/v1/runs/{run_id}", params=params, headers=electric(token)
             )
             assert response.status_code == 200, response.text
             row = rows[-1] if rows else {}

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import AUTH, SECRET, UNREGISTERED_TASK, bearer
+from .conftest import AUTH, SECRET, UNREGISTERED_TASK, electric
 
 SHAPE_KEY = "$shape"
 
@@ -32,7 +32,7 @@ class ShapeReader:
         params = {"log": "full", "offset": self.offset}
         if self.handle:
             params.update(handle=self.handle, live="true", cursor=self.cursor)
-        response = await self.client.get(self.path, params=params, headers=bearer(self.token))
+        response = await self.client.get(self.path, params=params, headers=electric(self.token))
         if response.status_code == 200:
             self.handle = response.headers["electric-handle"]
             self.offset = response.headers["electric-offset"]
@@ -184,7 +184,7 @@ async def test_a_simulated_task_waiting_for_input_is_waiting(emulator, client):
     await client.post(
         f"/realtime/v1/streams/{run_id}/input/approval",
         json={"data": {"approved": True, "reviewer": "Ada"}},
-        headers=bearer(token),
+        headers=electric(token),
     )
     run = await asyncio.to_thread(emulator.wait_for_status, run_id, "COMPLETED_SUCCESSFULLY")
     assert run["output"] == {"approved": True, "reviewer": "Ada"}
@@ -211,7 +211,7 @@ async def test_must_refetch_answers_a_parked_request_with_409_and_a_new_handle(e
     stale = await client.get(
         f"/realtime/v1/runs/{run_id}",
         params={"live": "true", "handle": old_handle, "offset": reader.offset},
-        headers=bearer(token),
+        headers=electric(token),
     )
     assert (stale.status_code, stale.headers["electric-handle"]) == (409, new_handle)
 
@@ -219,7 +219,7 @@ async def test_must_refetch_answers_a_parked_request_with_409_and_a_new_handle(e
     refetch = await client.get(
         f"/realtime/v1/runs/{run_id}",
         params={"offset": "-1", "handle": new_handle, "expired_handle": old_handle},
-        headers=bearer(token),
+        headers=electric(token),
     )
     assert refetch.status_code == 200
     assert refetch.headers["electric-handle"] == new_handle
@@ -232,12 +232,12 @@ async def test_shape_faults_apply_to_the_next_request(emulator, client):
     path = f"/realtime/v1/runs/{run_id}"
     emulator.inject_fault(run_id, SHAPE_KEY, "status", status=503, times=2)
     for _ in range(2):
-        failed = await client.get(path, headers=bearer(token))
+        failed = await client.get(path, headers=electric(token))
         assert (failed.status_code, failed.json()) == (503, {"error": "Injected fault: status 503"})
-    assert (await client.get(path, headers=bearer(token))).status_code == 200
+    assert (await client.get(path, headers=electric(token))).status_code == 200
 
     emulator.inject_fault(run_id, SHAPE_KEY, "must-refetch")
-    assert (await client.get(path, headers=bearer(token))).status_code == 409
+    assert (await client.get(path, headers=electric(token))).status_code == 409
 
 
 def test_shape_fault_kinds_are_checked(emulator):
@@ -321,7 +321,7 @@ def test_metadata_errors(emulator, http):
     missing = http.put("/api/v1/runs/run_missing/metadata", json=body, headers=AUTH)
     assert (missing.status_code, missing.json()) == (404, {"error": "Task Run not found"})
     # No JWTs on this route: a public token is an unknown API key.
-    assert http.put(path, json=body, headers=bearer(token)).status_code == 401
+    assert http.put(path, json=body, headers=electric(token)).status_code == 401
     for bad, message in [
         ({"operations": "set"}, "operations must be an array"),
         ({"operations": [{"type": "rename", "key": "a"}]}, "operations[0] must be an object"),
