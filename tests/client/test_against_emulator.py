@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 
 import pytest
@@ -288,3 +289,40 @@ async def test_cancelled_send_input_returns_its_connection(upstream, client):
     assert all(connection.is_idle() for connection in connections)
     assert len(connections) <= 100  # max_keepalive_connections
     assert await client.send_input(run_id, "approval", {"ok": True}) == {"ok": True}
+
+
+async def test_a_send_cancelled_before_it_is_written_is_never_sent(emulator):
+    # One connection, held by a stream: the send waits for the pool, and is cancelled there.
+    run_id, _ = emulator.trigger("echo-parts", {"parts": ["x"], "delay_ms": 600_000})
+    async with TriggerClient(
+        emulator.url,
+        secret_key=TEST_TRIGGER_SECRET_KEY,
+        retry_sleep=RecordingSleep(),
+        max_connections=1,
+    ) as client:
+        stream = client.read_stream(run_id, timeout_seconds=60)
+        assert (await stream.__anext__()).chunk == "x"
+        send = asyncio.create_task(client.send_input(run_id, "approval", {"never": "sent"}))
+        pool = client.http_client._transport._pool
+        for _ in range(1000):  # a few loop steps: until the send is queued for the pool
+            if pool._requests[1:]:
+                break
+            await asyncio.sleep(0)
+        assert pool._requests[1:], "the send never queued for the pool"
+        send.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await send
+        await stream.aclose()  # frees the slot: the abandoned send gets it, and gives it up
+        async with asyncio.timeout(30):
+            await client.wait_abandoned()
+        assert _pool_connections(client) == []
+        assert await client.send_input(run_id, "approval", {"sent": True}) == {"ok": True}
+    posts = [
+        r
+        for r in emulator.requests()
+        if r["method"] == "POST" and r["path"] == f"/realtime/v1/streams/{run_id}/input/approval"
+    ]
+    assert len(posts) == 1  # only the second send reached the server
+    inputs = json.dumps(emulator.run(run_id)["inputs"])
+    assert "never" not in inputs
+    assert '"sent": true' in inputs

@@ -204,3 +204,98 @@ def test_a_huge_batch_id_still_moves_the_cursor_forward_only():
     assert state.cursor == "9" * 5000
     list(_v2_parts(ServerSentEvent("not json", "batch", "8,1,1"), state))
     assert state.cursor == "9" * 5000
+
+
+# -- the run shape: rows, messages and columns from upstream ------------------------------------
+
+from trigger_django.client import RunShapeError  # noqa: E402
+from trigger_django.client._client import _ShapeState  # noqa: E402
+from trigger_django.client._runs import run_from_row  # noqa: E402
+
+VALID_ROW = {
+    "id": "cm1",
+    "friendlyId": "run_1",
+    "taskIdentifier": "t",
+    "status": "EXECUTING",
+    "createdAt": "2025-01-01T00:00:00.000",
+    "updatedAt": "2025-01-01T00:00:00.000",
+}
+COLUMN_TYPES = ["text", "int4", "int8", "float8", "bool", "jsonb", "timestamp", "weird"]
+columns = st.sampled_from(
+    [
+        "id",
+        "friendlyId",
+        "taskIdentifier",
+        "status",
+        "createdAt",
+        "updatedAt",
+        "completedAt",
+        "number",
+        "isTest",
+        "costInCents",
+        "runTags",
+        "realtimeStreams",
+        "error",
+        "metadata",
+        "metadataType",
+        "output",
+        "outputType",
+        "payload",
+        "payloadType",
+    ]
+)
+column_values = st.none() | st.text(max_size=30) | numberish | deep | json_values.map(json.dumps)
+schemas = st.dictionaries(
+    columns,
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(COLUMN_TYPES)},
+        optional={"dims": st.integers(min_value=0, max_value=2) | json_values},
+    )
+    | json_values,
+    max_size=8,
+)
+shape_messages = st.lists(
+    st.one_of(
+        st.fixed_dictionaries(
+            {
+                "key": st.sampled_from(["k1", "k2"]),
+                "value": st.dictionaries(columns, column_values, max_size=10).map(
+                    lambda overrides: {**VALID_ROW, **overrides}
+                )
+                | st.dictionaries(columns, column_values, max_size=10)
+                | json_values,
+                "headers": st.fixed_dictionaries(
+                    {"operation": st.sampled_from(["insert", "update", "delete", "x"])}
+                )
+                | json_values,
+            }
+        ),
+        st.sampled_from(
+            [
+                {"headers": {"control": "up-to-date"}},
+                {"headers": {"control": "must-refetch"}},
+            ]
+        ),
+        json_values,
+    ),
+    max_size=8,
+)
+
+
+@FUZZ
+@given(schemas, shape_messages)
+def test_shape_messages_only_ever_give_runs_or_a_shape_error(schema, messages):
+    state = _ShapeState()
+    state.schema = schema if isinstance(schema, dict) else {}
+    try:
+        rows = state._apply(messages)
+    except RunShapeError:
+        return
+    for row in rows:
+        try:
+            run = run_from_row(row, None, None)
+        except RunShapeError:
+            continue
+        assert isinstance(run.id, str)
+        assert run.created_at.tzinfo is not None
+        assert isinstance(run.tags, tuple)

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import random
 
+import httpx
 import pytest
 
 from tests.settings import TEST_TRIGGER_SECRET_KEY
@@ -156,3 +157,36 @@ async def test_cancelled_run_subscriptions_return_their_connections(emulator):
         assert all(connection.is_idle() for connection in connections)
         async with client.subscribe_run(run_id) as runs:
             assert (await runs.__anext__()).status == "EXECUTING"
+
+
+async def test_a_stream_created_mid_run_is_discovered_and_read(emulator, client):
+    run_id, _ = emulator.trigger("conformance-open", {})
+    auth = {"Authorization": f"Bearer {TEST_TRIGGER_SECRET_KEY}"}
+    events = []
+    async with (
+        httpx.AsyncClient(base_url=emulator.url, headers=auth) as writer,
+        client.subscribe_run_with_streams(run_id, drain_timeout=1) as stream,
+    ):
+        async for event in stream:
+            events.append(event)
+            if len(events) == 1:
+                assert isinstance(event, RunUpdate)
+                assert event.run.realtime_streams == ()
+                # As a task does: create the stream, then write to it.
+                response = await writer.put(f"/realtime/v1/streams/{run_id}/self/late")
+                assert response.is_success
+                response = await writer.post(
+                    f"/realtime/v1/streams/{run_id}/self/late/append", content="first part"
+                )
+                assert response.is_success
+            if isinstance(event, StreamChunk) and event.chunk == "first part":
+                response = await writer.post(
+                    f"/_emulator/runs/{run_id}/complete", json={"output": None}
+                )
+                assert response.is_success
+    runs = [e.run for e in events if isinstance(e, RunUpdate)]
+    assert runs[-1].is_success
+    assert "late" in runs[-1].realtime_streams
+    chunks = [e for e in events if isinstance(e, StreamChunk)]
+    assert [(c.stream, c.chunk) for c in chunks] == [("late", "first part")]
+    assert chunks[0].run.realtime_streams == ("late",)

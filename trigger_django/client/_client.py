@@ -153,6 +153,47 @@ def _is_later(seq: str, cursor: str | None) -> bool:
     return (len(a), a) > (len(b), b)
 
 
+class _Abandoned(Exception):
+    """Raised inside httpcore (from its trace hook) to end a request nobody waits for."""
+
+
+class _SendGuard:
+    """The ``trace`` extension of each request: once ``abandoned``, it ends the request at the
+    next step that has not touched the server yet (or, for a GET, that only waits for it).
+
+    httpcore awaits the hook inside the ``try`` blocks that close a half-used connection, so an
+    exception here is handled like a network error: the connection is closed, never leaked.
+    """
+
+    __slots__ = ("abandoned", "idempotent", "inner")
+
+    _BEFORE_SENDING: Final = frozenset(
+        {
+            "connection.connect_tcp.started",
+            "connection.connect_unix_socket.started",
+            "connection.start_tls.started",
+            "http11.send_request_headers.started",
+            "http2.send_request_headers.started",
+        }
+    )
+    _WAITING: Final = frozenset(
+        {"http11.receive_response_headers.started", "http2.receive_response_headers.started"}
+    )
+
+    def __init__(self, idempotent: bool, inner: Any) -> None:
+        self.abandoned = False
+        self.idempotent = idempotent
+        self.inner = inner
+
+    async def __call__(self, name: str, info: dict[str, Any]) -> None:
+        if self.abandoned and (
+            name in self._BEFORE_SENDING or (self.idempotent and name in self._WAITING)
+        ):
+            raise _Abandoned(f"the caller is gone ({name})")
+        if self.inner is not None:
+            await self.inner(name, info)
+
+
 class _RetryableFailure(Exception):
     """A stream attempt failed in a way the SDK retries (status, ``event: error``, stall)."""
 
@@ -505,10 +546,16 @@ class TriggerClient:
         which end it through httpcore's clean-up paths. If the caller is cancelled meanwhile,
         the cancellation takes effect at once for the caller, and the abandoned send finishes
         on its own; its response is then closed, which returns the connection to the pool (or
-        closes it when the body was not read to the end). Once the headers of a stream are in,
-        its read timeout is lifted (the server pings or ends the stream). ``limit`` bounds the
-        caller's wait too, for transports that do not apply httpx's timeouts.
+        closes it when the body was not read to the end). An abandoned request that has not
+        been written yet is never written: httpcore's trace hook raises at the next step
+        (opening a connection, writing the request; for a GET also waiting for the response),
+        inside httpcore's own clean-up paths, so it ends at once without a cancellation. Once
+        the headers of a stream are in, its read timeout is lifted (the server pings or ends
+        the stream). ``limit`` bounds the caller's wait too, for transports that do not apply
+        httpx's timeouts.
         """
+        guard = _SendGuard(request.method in ("GET", "HEAD"), request.extensions.get("trace"))
+        request.extensions["trace"] = guard
         task = asyncio.create_task(
             self.http_client.send(request, stream=stream, follow_redirects=True)
         )
@@ -516,10 +563,12 @@ class TriggerClient:
             # wait() neither cancels the task on a timeout nor when this caller is cancelled.
             done, _ = await asyncio.wait((task,), timeout=limit)
         except BaseException:
+            guard.abandoned = True
             self._abandon(task)
             raise
         if not done:
             # httpcore's timeouts have not ended it (a transport that does not apply them).
+            guard.abandoned = True
             self._abandon(task)
             raise _RetryableFailure(
                 f"no response headers within {self._header_timeout:g} s (a slow server, or "
