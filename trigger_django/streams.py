@@ -21,6 +21,7 @@ once per read. ``read``/``aread`` turn dicts into the dataclass when they fit.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -377,6 +378,14 @@ class InputStream:
                 f"Input stream {self.id!r}: form= must be a django.forms.Form subclass, "
                 f"not {self.form!r}."
             )
+        # Registered as soon as it is defined, so that every process that imported the stream
+        # accepts posts of forms another process rendered (the key names the form; the view
+        # only takes registered ones). A form that cannot be registered is refused by the tag.
+        if self.form is not None:
+            from trigger_django.forms import register_input_form
+
+            with contextlib.suppress(ImproperlyConfigured):
+                register_input_form(self.form)
 
     def payload(self, data: Mapping[str, Any], *, request: HttpRequest | None = None) -> Any:
         """What :meth:`send` sends for ``data``: validated by the form (if any), JSON-safe.
