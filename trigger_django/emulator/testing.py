@@ -43,9 +43,8 @@ class EmulatorProcess:
     """``python -m trigger_django.emulator --port 0`` in a child process, plus control helpers.
 
     ``cwd`` is the child's working directory (default: the current one), from which
-    ``--tasks-module`` modules are imported. ``settings_module`` runs the child under those
-    Django settings; by default it runs on empty settings, whatever ``DJANGO_SETTINGS_MODULE``
-    says, since the emulator needs neither a database nor a URLconf.
+    ``--tasks-module`` modules are imported. The child runs without Django settings (the
+    emulator needs neither a database nor a URLconf).
     """
 
     def __init__(
@@ -56,14 +55,12 @@ class EmulatorProcess:
         *,
         startup_timeout: float = 30.0,
         cwd: str | Path | None = None,
-        settings_module: str | None = None,
     ) -> None:
         self.secret_key = secret_key
         self.stream_version = stream_version
         self.extra_args = tuple(extra_args)
         self.startup_timeout = startup_timeout
         self.cwd = Path(cwd) if cwd is not None else Path.cwd()
-        self.settings_module = settings_module
         self.url = ""
         self._process: subprocess.Popen[bytes] | None = None
         self._output_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -100,8 +97,6 @@ class EmulatorProcess:
         }
         env["PYTHONUNBUFFERED"] = "1"
         env[_SCRIPTS_DIR_ENV] = str(self._path("scripts"))
-        if self.settings_module:
-            env["DJANGO_SETTINGS_MODULE"] = self.settings_module
         with self._path("stdout").open("ab") as stdout, self._path("stderr").open("ab") as stderr:
             self._process = subprocess.Popen(
                 command,
