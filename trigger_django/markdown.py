@@ -190,6 +190,11 @@ class MarkdownStream:
         """All the text fed so far (line endings normalised to ``\\n``)."""
         return "".join(self._frozen_text) + self._open + ("\n" if self._carry_cr else "")
 
+    @property
+    def pending_text(self) -> str:
+        """The text after the frozen blocks: what the tail is rendered from."""
+        return self._open + ("\n" if self._carry_cr else "")
+
     def feed(self, delta: str) -> None:
         """Add text. Cheap: rendering happens in `flush()`."""
         if not isinstance(delta, str):
