@@ -64,6 +64,26 @@ def bench_size(size: int, part: int = PART) -> dict[str, Any]:
     }
 
 
+def bench_giant_block(size: int = 100_000, part: int = PART) -> dict[str, Any]:
+    """The pathological case: one paragraph of ``**a`` repeated (nothing can be frozen). Open
+    tails over LARGE_TAIL are re-rendered only as they grow by an eighth; the mean flush shows
+    the amortised cost."""
+    text = ("**a" * (size // 3 + 1))[:size]
+    stream = MarkdownStream()
+    times: list[float] = []
+    for start in range(0, len(text), part):
+        stream.feed(text[start : start + part])
+        began = time.thread_time()
+        stream.flush()
+        times.append(time.thread_time() - began)
+    return {
+        "size": size,
+        "flushes": len(times),
+        "mean_us": statistics.mean(times) * 1e6,
+        "max_us": max(times) * 1e6,
+    }
+
+
 def run(repeats: int = 3) -> list[dict[str, Any]]:
     """Median over `repeats` runs of each size (after one warm-up run)."""
     bench_size(SIZES[0])
@@ -95,6 +115,12 @@ def main() -> None:
         )
     ratio = rows[-1]["median_us"] / rows[0]["median_us"]
     print(f"100 KB / 1 KB median per-flush CPU: {ratio:.2f}x (target: within 2x)")
+    for size in (10_000, 100_000):
+        giant = bench_giant_block(size)
+        print(
+            f"one {size // 1000} KB paragraph of '**a': mean flush {giant['mean_us']:.0f}µs,"
+            f" max {giant['max_us'] / 1000:.0f}ms over {giant['flushes']} flushes"
+        )
 
 
 if __name__ == "__main__":

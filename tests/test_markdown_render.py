@@ -140,6 +140,21 @@ def test_blocks_freeze_as_the_answer_grows_and_the_open_text_stays_small() -> No
     assert len(stream.text) == 30 * len(section)
 
 
+def test_a_giant_open_block_is_re_rendered_only_as_it_grows_by_an_eighth() -> None:
+    stream = MarkdownStream()
+    paragraph = "word **bold** " * 2000  # one 28 KB paragraph: nothing can be frozen
+    stream.feed(paragraph)
+    first = stream.flush().tail
+    stream.feed("more " * 100)
+    assert stream.flush() == RenderUpdate([], first), "a 500-character growth waits"
+    stream.feed("again " * 700)
+    grown = stream.flush().tail
+    assert grown != first
+    assert grown.endswith("again again again</p>\n")
+    final = stream.finish()
+    assert final.append == [expected_html(stream.text)]
+
+
 def freeze_after(*deltas: str) -> list[str]:
     stream = MarkdownStream()
     appended: list[str] = []

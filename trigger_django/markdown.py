@@ -19,6 +19,11 @@ A block is frozen only when nothing written later can change its HTML:
   everything after it: definitions anywhere in the document apply to the whole document;
 * references defined in frozen text are kept, so later blocks resolve against them.
 
+A flush costs about the size of the open tail. When one block grows very large (over
+`LARGE_TAIL` characters: a huge paragraph, list or fence), its tail is re-rendered only each time
+it has grown by an eighth, which keeps the cost per character flat at the price of a tail that
+lags by up to that much.
+
 While the stream runs, the tail is *healed* so that it looks right mid-stream: unterminated
 emphasis, strikethrough and code spans are closed, a link whose URL is still arriving shows its
 text only, a half-written image is hidden, and a last line holding only block markers (``-``,
@@ -159,13 +164,32 @@ def _might_become_link(tokens: Sequence[Token]) -> bool:
                 pieces.append("\x00")  # markup or code: not blank, not a bracket
             if child.children:
                 stack.extend(reversed(child.children))
-        if _BRACKETED.search("".join(pieces)):
+        if _has_bracketed_label("".join(pieces)):
             return True
     return False
 
 
-_BRACKETED = re.compile(r"\[[^\]]*[^\s\]][^\]]*\]")
+def _has_bracketed_label(text: str) -> bool:
+    """``[...]`` with something other than whitespace inside (one linear pass)."""
+    opened = False
+    filled = False
+    for char in text:
+        if char == "[":
+            opened, filled = True, False
+        elif char == "]":
+            if opened and filled:
+                return True
+            opened = False
+        elif opened and not filled and not char.isspace():
+            filled = True
+    return False
+
+
 # A last, incomplete line that holds only block markers: shown once it has content.
+# An open tail longer than this (characters) is re-rendered only when it has grown by
+# 1/LARGE_TAIL_GROWTH since it was last rendered: amortised flat cost for giant blocks.
+LARGE_TAIL = 8_192
+LARGE_TAIL_GROWTH = 8
 _MARKER_LINE = re.compile(r"[ \t>]*(?:[-*+=#_~`|:]+|\d{1,9}[.)])?[ \t]*")
 # Emphasis markers at the very end with nothing to emphasise yet ("hello **").
 _DANGLING_RUN = re.compile(r"(?:^|(?<=\s))[*_~]+\Z")
@@ -182,6 +206,7 @@ class MarkdownStream:
         self._references: dict[str, Any] = {}
         self._dirty = True
         self._checked = 0  # length of the complete lines of `_open` last looked at by _freeze
+        self._tail_rendered_at = 0  # length of `_open` when the tail was last rendered
         self._tail = ""
         self._finished = False
 
@@ -219,7 +244,17 @@ class MarkdownStream:
         if not self._dirty:
             return RenderUpdate([], self._tail)
         append = self._freeze()
+        pending = len(self._open)
+        if (
+            not append
+            and pending > LARGE_TAIL
+            and pending - self._tail_rendered_at < pending // LARGE_TAIL_GROWTH
+        ):
+            # One very large open block (a huge paragraph, list or fence): re-render it only
+            # once it has grown by an eighth, so the cost per character stays flat.
+            return RenderUpdate([], self._tail)
         self._tail = self._render_tail()
+        self._tail_rendered_at = pending
         self._dirty = False
         return RenderUpdate(append, self._tail)
 
@@ -295,6 +330,7 @@ class MarkdownStream:
         self._frozen_text.append(source[:cut])
         self._open = source[cut:]
         self._checked -= cut
+        self._tail_rendered_at = 0
         return html
 
     def _render_tail(self) -> str:
@@ -448,6 +484,7 @@ def _open_delimiters(masked: str) -> tuple[list[str], list[tuple[int, int]]]:
     """Emphasis (``*``, ``_``) and strikethrough (``~~``) runs opened and not closed, as the
     closers to append (innermost last) and the openers with nothing after them to drop."""
     stack: list[tuple[str, int, int]] = []  # (char, length still open, position)
+    open_runs = {"*": 0, "_": 0, "~": 0}  # entries in the stack per character
     index = 0
     length = len(masked)
     while index < length:
@@ -477,16 +514,19 @@ def _open_delimiters(masked: str) -> tuple[list[str], list[tuple[int, int]]]:
             continue
         remaining = run
         if can_close:
-            while remaining and any(entry[0] == char for entry in stack):
+            while remaining and open_runs[char]:
                 while stack[-1][0] != char:
-                    stack.pop()
+                    open_runs[stack.pop()[0]] -= 1
                 opened_char, opened, position = stack.pop()
+                open_runs[char] -= 1
                 used = min(opened, remaining)
                 remaining -= used
                 if opened > used:
                     stack.append((opened_char, opened - used, position))
+                    open_runs[char] += 1
         if remaining and can_open:
             stack.append((char, remaining, index))
+            open_runs[char] += 1
         index = end
     closers: list[str] = []
     dangling: list[tuple[int, int]] = []
