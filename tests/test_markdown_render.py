@@ -389,3 +389,18 @@ def test_flush_without_new_text_repeats_the_tail_and_appends_nothing() -> None:
     assert stream.flush() == RenderUpdate([], "<p>Two</p>\n")
     assert stream.finish() == RenderUpdate(["<p>Two</p>\n"], "")
     assert stream.flush() == RenderUpdate()
+
+
+def test_a_snapshot_holds_every_frozen_block_and_the_last_tail() -> None:
+    stream = MarkdownStream()
+    assert stream.snapshot() == RenderUpdate([], "")
+    stream.feed("# One\n\nTwo\n\nThree **bo")
+    update = stream.flush()
+    assert stream.snapshot() == RenderUpdate(update.append, update.tail)
+    stream.feed("ld**\n\nFour\n")
+    later = stream.flush()
+    assert stream.snapshot() == RenderUpdate([*update.append, *later.append], later.tail)
+    stream.finish()
+    snapshot = stream.snapshot()
+    assert snapshot.tail == ""
+    assert "".join(snapshot.append) == expected_html(stream.text)

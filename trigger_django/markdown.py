@@ -201,6 +201,7 @@ class MarkdownStream:
 
     def __init__(self) -> None:
         self._frozen_text: list[str] = []  # the text of frozen blocks, in pieces
+        self._frozen_html: list[str] = []  # their HTML, one entry per block
         self._open = ""  # text after the frozen blocks (normalised)
         self._carry_cr = False  # a "\r" at the end of the last delta: may be half of "\r\n"
         self._references: dict[str, Any] = {}
@@ -214,6 +215,11 @@ class MarkdownStream:
     def text(self) -> str:
         """All the text fed so far (line endings normalised to ``\\n``)."""
         return "".join(self._frozen_text) + self._open + ("\n" if self._carry_cr else "")
+
+    def snapshot(self) -> RenderUpdate:
+        """Everything rendered so far, for a viewer that joins now: every frozen block in
+        `append` and the tail of the last flush (empty after `finish()`)."""
+        return RenderUpdate(list(self._frozen_html), self._tail)
 
     @property
     def pending_text(self) -> str:
@@ -244,6 +250,7 @@ class MarkdownStream:
         if not self._dirty:
             return RenderUpdate([], self._tail)
         append = self._freeze()
+        self._frozen_html.extend(append)
         pending = len(self._open)
         if (
             not append
@@ -275,6 +282,7 @@ class MarkdownStream:
             for first, end in _top_level_blocks(tokens)
         ]
         self._frozen_text.append(source)
+        self._frozen_html.extend(html)
         self._open = ""
         self._tail = ""
         return RenderUpdate(html, "")
