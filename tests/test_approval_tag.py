@@ -73,7 +73,7 @@ DEFAULT_FORM = (
     '<div class="trigger-input-actions">'
     '<button type="submit" name="approved" value="true">Approve</button>'
     '<button type="submit" name="approved" value="false">Reject</button></div>\n'
-    '<p class="trigger-input-status" role="status" data-trigger-status hidden></p>\n'
+    '<p class="trigger-input-status" role="status" data-trigger-status></p>\n'
     '<p class="trigger-input-error" role="alert" data-trigger-error hidden></p>\n'
     "</form>"
 )
@@ -151,7 +151,7 @@ def test_input_stream_with_a_form_class_renders_its_fields_but_not_server_fields
         ' aria-describedby="id_refund_note_helptext" id="id_refund_note">'
         '<small class="helptext" id="id_refund_note_helptext">Why?</small></div>\n'
         '<div class="trigger-input-actions"><button type="submit">Send</button></div>\n'
-        '<p class="trigger-input-status" role="status" data-trigger-status hidden></p>\n'
+        '<p class="trigger-input-status" role="status" data-trigger-status></p>\n'
         '<p class="trigger-input-error" role="alert" data-trigger-error hidden></p>\n'
         "</form>"
     )

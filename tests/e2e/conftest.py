@@ -225,3 +225,26 @@ async def page(browser: Any, daphne_server: DaphneServer, session_cookie: dict[s
 def artifact(name: str) -> str:
     ARTIFACTS.mkdir(exist_ok=True)
     return str(ARTIFACTS / name)
+
+
+AXE_SOURCE = ROOT / "tests" / "conformance" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+async def axe_violations(page: Any) -> list[dict[str, Any]]:
+    """axe-core's violations on the page as it is now: ``[{id, impact, help, targets}]``.
+
+    axe (from npm, tests/conformance) is evaluated through Playwright rather than added as a
+    script tag: the example project's strict CSP would block an inline script, and it does not
+    govern what the DevTools protocol evaluates."""
+    if not await page.evaluate("typeof window.axe === 'object'"):
+        await page.evaluate(AXE_SOURCE.read_text())
+    violations: list[dict[str, Any]] = await page.evaluate(
+        """async () => {
+          const results = await window.axe.run(document, {resultTypes: ["violations"]});
+          return results.violations.map((v) => ({
+            id: v.id, impact: v.impact, help: v.help,
+            targets: v.nodes.map((node) => node.target.join(" ")),
+          }));
+        }"""
+    )
+    return violations

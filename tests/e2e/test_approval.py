@@ -71,7 +71,7 @@ async def test_with_javascript_the_form_sends_in_place_and_the_task_continues(
     await page.get_by_role("button", name="Approve").click()
 
     await expect(form).to_have_attribute("data-state", "sent")
-    await expect(page.get_by_role("status")).to_have_text("Approved.")
+    await expect(form.get_by_role("status")).to_have_text("Approved.")
     await expect(page.locator("#answer [data-trigger-output]")).to_contain_text(
         f"Approved by {E2E_USER}.", timeout=15_000
     )
@@ -110,7 +110,7 @@ async def test_with_javascript_an_error_is_shown_in_words_and_the_form_can_retry
     await page.get_by_role("button", name="Reject").click()
 
     await expect(form).to_have_attribute("data-state", "error")
-    await expect(page.get_by_role("alert")).to_have_text(
+    await expect(form.get_by_role("alert")).to_have_text(
         "The run has already finished; it no longer accepts input."
     )
     await expect(page.get_by_role("button", name="Reject")).to_be_enabled()

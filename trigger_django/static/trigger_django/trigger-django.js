@@ -80,8 +80,32 @@
     var previous = viewer.state;
     viewer.state = state;
     viewer.el.setAttribute("data-state", state);
-    viewer.el.setAttribute("aria-busy", state === "complete" || state === "error" ? "false" : "true");
+    // The output (role="log") is busy while it streams, so assistive technology waits for it.
+    var output = child(viewer.el, "data-trigger-output") || viewer.el;
+    output.setAttribute("aria-busy", state === "complete" || state === "error" ? "false" : "true");
+    announce(viewer, state);
     emit(viewer, "trigger:state", { state: state, previous: previous, runId: viewer.runId, key: viewer.key });
+  }
+
+  // Start, completion and failure are each announced once, in the viewer's polite status region
+  // ([data-trigger-announce], role="status"), never per part. data-announce-start,
+  // data-announce-complete and data-announce-error on the root replace the default words.
+  var ANNOUNCEMENTS = {
+    live: ["announceStart", "Streaming started."],
+    complete: ["announceComplete", "Streaming finished."],
+    error: ["announceError", "Streaming failed."]
+  };
+
+  function announce(viewer, state) {
+    var words = ANNOUNCEMENTS[state];
+    var region = child(viewer.el, "data-trigger-announce");
+    viewer.announced = viewer.announced || {};
+    if (!words || !region || viewer.announced[state]) { return; }
+    viewer.announced[state] = true;
+    var text = viewer.el.dataset[words[0]] || words[1];
+    var errorEl = state === "error" ? child(viewer.el, "data-trigger-error") : null;
+    if (errorEl && errorEl.textContent) { text += " " + errorEl.textContent; }
+    region.textContent = text;
   }
 
   function addViewer(el) {
