@@ -37,3 +37,33 @@ def trigger_settings(settings: Any, emulator: EmulatorProcess) -> Any:
         "SECRET_KEY": TEST_TRIGGER_SECRET_KEY,
     }
     return settings
+
+
+# -- Live path (the stream consumer and its hub) -------------------------------------------------
+# Used by tests/test_consumers.py and tests/live/.
+
+
+@pytest.fixture
+def upstream(trigger_settings: Any, emulator: EmulatorProcess) -> EmulatorProcess:
+    return emulator
+
+
+@pytest.fixture
+async def user(django_user_model: Any) -> Any:
+    return await django_user_model.objects.acreate(username="ada")
+
+
+@pytest.fixture
+async def other_user(django_user_model: Any) -> Any:
+    return await django_user_model.objects.acreate(username="bob")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_subscribe_limits() -> Iterator[None]:
+    """User pks repeat across tests (the database is flushed): start every test with fresh
+    per-user subscribe rates and counts."""
+    from trigger_django.live import limits
+
+    limits.reset()
+    yield
+    limits.reset()

@@ -3,36 +3,46 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
-from channels.auth import AuthMiddlewareStack
-from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.core import signing
-from django.test import Client
 
+from tests.live.helpers import (
+    after_terminals,
+    collect,
+    connect,
+    consumer_tasks,
+    expect_close,
+    feed_readers,
+    parts_of,
+    stream_reads_for,
+    subscribe_message,
+    terminal,
+    upstream_requests_for,
+    wait_until,
+)
 from trigger_django.client import verify_public_token
 from trigger_django.consumers import (
     MAX_PARTS_PER_FRAME,
     MAX_SUBSCRIPTIONS,
     BadMessage,
-    StreamConsumer,
     Subscription,
     cursor_key,
 )
-from trigger_django.routing import websocket_urlpatterns
-from trigger_django.tickets import TICKET_SALT, Ticket, load_ticket, make_ticket
+from trigger_django.live import limits
+from trigger_django.live.sources import minted_tokens, token_for
+from trigger_django.live.subscription import Outlet
+from trigger_django.tickets import TICKET_SALT, load_ticket, make_ticket
 from trigger_django.upstream import aclose_http_clients, mint_public_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 WS_PATH = "/trigger/ws/"
-application = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
 ALLOW_CALLS: list[tuple[Any, str, str]] = []
 
 
@@ -51,122 +61,17 @@ async def _close_shared_pool() -> AsyncIterator[None]:
     await aclose_http_clients()
 
 
-@pytest.fixture
-def upstream(trigger_settings: Any, emulator: Any) -> Any:
-    return emulator
-
-
-@pytest.fixture
-async def user(django_user_model: Any) -> Any:
-    return await django_user_model.objects.acreate(username="ada")
-
-
-@pytest.fixture
-async def other_user(django_user_model: Any) -> Any:
-    return await django_user_model.objects.acreate(username="bob")
-
-
-async def connect(user: Any | None) -> WebsocketCommunicator:
-    headers = []
-    if user is not None:
-        client = Client()
-        await sync_to_async(client.force_login)(user)
-        cookie = client.cookies[settings.SESSION_COOKIE_NAME].value
-        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
-    communicator = WebsocketCommunicator(application, WS_PATH, headers=headers)
-    connected, _ = await communicator.connect(timeout=5)
-    assert connected
-    return communicator
-
-
-def subscribe_message(
-    user: Any, run_id: str, key: str = "default", *, sub: str = "s1", **extra: Any
+async def expect_refusal(
+    communicator: WebsocketCommunicator, status: int, sub: str = "s1"
 ) -> dict[str, Any]:
-    return {
-        "type": "subscribe",
-        "sub": sub,
-        "ticket": make_ticket(user_pk=user.pk, run_id=run_id, key=key),
-        "run_id": run_id,
-        "key": key,
-        "timeout": 1,
-        **extra,
-    }
+    """An in-band refusal of one subscription: the socket stays open for the others."""
+    message = await communicator.receive_json_from(timeout=5)
+    assert (message["type"], message["sub"], message["status"]) == ("error", sub, status)
+    assert await communicator.receive_nothing(timeout=0.1)
+    return message
 
 
-async def expect_close(communicator: WebsocketCommunicator, code: int) -> None:
-    message = await communicator.receive_output(timeout=5)
-    assert message == {"type": "websocket.close", "code": code}
-
-
-def upstream_requests_for(emulator: Any, run_id: str) -> list[dict[str, Any]]:
-    return [r for r in emulator.requests() if run_id in r["path"]]
-
-
-async def collect(
-    communicator: WebsocketCommunicator,
-    *,
-    until: Callable[[dict[str, Any]], bool],
-    ack: bool = True,
-    limit: float = 10,
-) -> list[dict[str, Any]]:
-    """Receive messages (acking parts like the browser does) until ``until(message)``."""
-    messages = []
-    async with asyncio.timeout(limit):
-        while True:
-            message = await communicator.receive_json_from(timeout=limit)
-            messages.append(message)
-            if ack and message["type"] == "parts":
-                for batch in message["streams"]:
-                    await communicator.send_json_to(
-                        {"type": "ack", "sub": batch["sub"], "cursor": batch["parts"][-1]["id"]}
-                    )
-            if until(message):
-                return messages
-
-
-def parts_of(messages: list[dict[str, Any]], sub: str = "s1") -> list[dict[str, Any]]:
-    return [
-        part
-        for message in messages
-        if message["type"] == "parts"
-        for batch in message["streams"]
-        if batch["sub"] == sub
-        for part in batch["parts"]
-    ]
-
-
-def after_terminals(count: int) -> Callable[[dict[str, Any]], bool]:
-    """Stop after ``count`` complete/error messages, whatever their subscriptions."""
-    seen: list[dict[str, Any]] = []
-
-    def until(message: dict[str, Any]) -> bool:
-        if message["type"] in ("complete", "error"):
-            seen.append(message)
-        return len(seen) == count
-
-    return until
-
-
-def terminal(sub: str = "s1") -> Callable[[dict[str, Any]], bool]:
-    return lambda m: m["type"] in ("complete", "error") and m.get("sub") == sub
-
-
-async def wait_until(predicate: Callable[[], bool], limit: float = 5) -> None:
-    # Task state has no event to wait on: poll it, bounded.
-    async with asyncio.timeout(limit):
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-
-
-def consumer_tasks() -> list[asyncio.Task[Any]]:
-    return [
-        t
-        for t in asyncio.all_tasks()
-        if t.get_name().startswith("trigger_django:") and not t.done()
-    ]
-
-
-# -- refusals: closed with the right code, before anything goes upstream ------------------------
+# -- refusals: before anything goes upstream; in-band when they concern one subscription ---------
 
 
 async def test_no_session_is_closed_4401(upstream: Any) -> None:
@@ -174,7 +79,7 @@ async def test_no_session_is_closed_4401(upstream: Any) -> None:
     await expect_close(communicator, 4401)
 
 
-async def test_forged_ticket_is_closed_4401_before_any_upstream_request(
+async def test_forged_ticket_is_refused_in_band_401_before_any_upstream_request(
     upstream: Any, user: Any
 ) -> None:
     run_id, _ = upstream.trigger("echo-parts", {"parts": ["x"]})
@@ -182,11 +87,13 @@ async def test_forged_ticket_is_closed_4401_before_any_upstream_request(
     message = subscribe_message(user, run_id)
     message["ticket"] = message["ticket"][:-4] + "AAAA"
     await communicator.send_json_to(message)
-    await expect_close(communicator, 4401)
+    refusal = await expect_refusal(communicator, 401)
+    assert refusal["message"] == "The subscription ticket is not valid."
     assert upstream_requests_for(upstream, run_id) == []
+    await communicator.disconnect()
 
 
-async def test_expired_ticket_is_closed_4401_before_any_upstream_request(
+async def test_expired_ticket_is_refused_in_band_401_before_any_upstream_request(
     upstream: Any, user: Any
 ) -> None:
     run_id, _ = upstream.trigger("echo-parts", {"parts": ["x"]})
@@ -201,21 +108,25 @@ async def test_expired_ticket_is_closed_4401_before_any_upstream_request(
         {"u": str(user.pk), "r": run_id, "k": "default"}
     )
     await communicator.send_json_to(message)
-    await expect_close(communicator, 4401)
+    refusal = await expect_refusal(communicator, 401)
+    assert "expired" in refusal["message"]
     assert upstream_requests_for(upstream, run_id) == []
+    await communicator.disconnect()
 
 
-async def test_another_users_ticket_is_closed_4403_before_any_upstream_request(
+async def test_another_users_ticket_is_refused_in_band_403_before_any_upstream_request(
     upstream: Any, user: Any, other_user: Any
 ) -> None:
     run_id, _ = upstream.trigger("echo-parts", {"parts": ["x"]})
     communicator = await connect(user)
     await communicator.send_json_to(subscribe_message(other_user, run_id))
-    await expect_close(communicator, 4403)
+    refusal = await expect_refusal(communicator, 403)
+    assert "another user" in refusal["message"]
     assert upstream_requests_for(upstream, run_id) == []
+    await communicator.disconnect()
 
 
-async def test_a_ticket_for_another_run_is_closed_4403_before_any_upstream_request(
+async def test_a_ticket_for_another_run_is_refused_in_band_403_before_any_upstream_request(
     upstream: Any, user: Any
 ) -> None:
     allowed_run, _ = upstream.trigger("echo-parts", {"parts": ["x"]})
@@ -224,12 +135,16 @@ async def test_a_ticket_for_another_run_is_closed_4403_before_any_upstream_reque
     message = subscribe_message(user, allowed_run)
     message["run_id"] = target_run
     await communicator.send_json_to(message)
-    await expect_close(communicator, 4403)
+    refusal = await expect_refusal(communicator, 403)
+    assert "another run" in refusal["message"]
     assert upstream_requests_for(upstream, target_run) == []
     assert upstream_requests_for(upstream, allowed_run) == []
+    await communicator.disconnect()
 
 
-async def test_the_permission_hook_can_refuse_4403(upstream: Any, user: Any, settings: Any) -> None:
+async def test_the_permission_hook_can_refuse_in_band_403(
+    upstream: Any, user: Any, settings: Any
+) -> None:
     settings.TRIGGER_DJANGO = {
         **settings.TRIGGER_DJANGO,
         "AUTHORIZE": "tests.test_consumers.deny_everything",
@@ -237,8 +152,10 @@ async def test_the_permission_hook_can_refuse_4403(upstream: Any, user: Any, set
     run_id, _ = upstream.trigger("echo-parts", {"parts": ["x"]})
     communicator = await connect(user)
     await communicator.send_json_to(subscribe_message(user, run_id))
-    await expect_close(communicator, 4403)
+    refusal = await expect_refusal(communicator, 403)
+    assert refusal["message"] == f"You are not allowed to view run {run_id}."
     assert upstream_requests_for(upstream, run_id) == []
+    await communicator.disconnect()
 
 
 @pytest.mark.parametrize(
@@ -302,19 +219,23 @@ async def test_a_carried_read_token_is_used_upstream(upstream: Any, user: Any) -
     await communicator.disconnect()
 
 
-async def test_token_for_keeps_a_fresh_carried_token_and_replaces_a_stale_one(
-    upstream: Any,
-) -> None:
-    consumer = StreamConsumer()
-    fresh, _ = await mint_public_token(["read:runs:run_t"], ttl=600)
-    stale, _ = await mint_public_token(["read:runs:run_t"], ttl=30)
-    assert await consumer.token_for(Ticket("1", "run_t", "default", fresh)) == fresh
-    replacement = await consumer.token_for(Ticket("1", "run_t", "default", stale))
-    assert replacement not in (fresh, stale)
+async def test_tokens_are_minted_per_run_and_reused_until_near_expiry(upstream: Any) -> None:
+    minted_tokens.clear()
+    first = await token_for("run_t")
+    assert verify_public_token(first, settings.TEST_TRIGGER_SECRET_KEY) == ["read:runs:run_t"]
+    # Minted tokens are shared by every read of the run while they have time left.
+    assert minted_tokens["run_t"][0] == first
+    assert await token_for("run_t") == first
+    # One near its expiry is replaced; `fresh` (a 401 upstream) always re-mints.
+    stale, expires_at = await mint_public_token(["read:runs:run_t"], ttl=30)
+    minted_tokens["run_t"] = (stale, expires_at)
+    replacement = await token_for("run_t")
+    assert replacement != stale
     assert verify_public_token(replacement, settings.TEST_TRIGGER_SECRET_KEY) == ["read:runs:run_t"]
-    # Minted tokens are reused per run while they have time left.
-    assert consumer.minted_tokens["run_t"][0] == replacement
-    assert await consumer.token_for(Ticket("1", "run_t", "default", None)) == replacement
+    aged = minted_tokens["run_t"][1] - 10
+    minted_tokens["run_t"] = (replacement, aged)
+    await token_for("run_t", fresh=True)
+    assert minted_tokens["run_t"][1] > aged
 
 
 async def test_an_expired_upstream_token_is_re_minted_on_reconnect(
@@ -369,9 +290,7 @@ async def test_a_user_past_the_live_stream_limit_gets_an_in_band_429(
         await communicator.send_json_to(subscribe_message(user, run_id, sub=sub, timeout=30))
         assert (await communicator.receive_json_from(timeout=5))["type"] == "subscribed"
     # The limit is per user, across sockets: the third is refused in-band, nothing upstream.
-    await asyncio.to_thread(
-        upstream.wait_for, lambda: len(upstream_requests_for(upstream, run_id)) >= 2, 5
-    )
+    await asyncio.to_thread(upstream.wait_for, lambda: stream_reads_for(upstream, run_id), 5)
     upstream.clear_requests()
     await second.send_json_to(subscribe_message(user, run_id, sub="c", timeout=30))
     refused = await second.receive_json_from(timeout=5)
@@ -380,9 +299,7 @@ async def test_a_user_past_the_live_stream_limit_gets_an_in_band_429(
     assert upstream_requests_for(upstream, run_id) == []
     # Ending one frees a place.
     await first.send_json_to({"type": "unsubscribe", "sub": "a"})
-    await wait_until(
-        lambda: "trigger_django:upstream:a" not in {t.get_name() for t in consumer_tasks()}
-    )
+    await wait_until(lambda: limits.live_by_user[str(user.pk)] == 1)
     await second.send_json_to(subscribe_message(user, run_id, sub="d", timeout=30))
     assert (await second.receive_json_from(timeout=5))["type"] == "subscribed"
     await first.disconnect()
@@ -556,17 +473,15 @@ async def test_unsubscribe_and_disconnect_leave_no_task_running(upstream: Any, u
         return streaming == {"one", "two"}
 
     await collect(communicator, until=both_streaming)
-    assert {t.get_name() for t in consumer_tasks()} == {
-        "trigger_django:flush",
-        "trigger_django:renew",
-        "trigger_django:upstream:one",
-        "trigger_django:upstream:two",
+    # One shared reader per stream; the socket itself holds no task.
+    assert feed_readers() == {
+        f"trigger_django:feed:stream/{first}/default",
+        f"trigger_django:feed:stream/{second}/default",
     }
     await communicator.send_json_to({"type": "unsubscribe", "sub": "one"})
-    await wait_until(
-        lambda: "trigger_django:upstream:one" not in {t.get_name() for t in consumer_tasks()}
-    )
-    assert "trigger_django:upstream:two" in {t.get_name() for t in consumer_tasks()}
+    # The reader of a stream nobody watches stops (after a short linger).
+    await wait_until(lambda: f"trigger_django:feed:stream/{first}/default" not in feed_readers())
+    assert f"trigger_django:feed:stream/{second}/default" in feed_readers()
     await communicator.disconnect()
     await wait_until(lambda: consumer_tasks() == [])
 
@@ -600,22 +515,72 @@ def test_cursor_order_is_numeric_for_v2_and_v1_ids() -> None:
     assert cursor_key("1735689600000-10") < cursor_key("1735689600001-0")
 
 
+def _outlet(window_parts: int = 10, budget: int = 10_000) -> Outlet:
+    return Outlet(
+        send=None,  # type: ignore[arg-type]
+        window_parts=window_parts,
+        budget=budget,
+        on_finished=lambda s: None,
+        schedule=lambda o: None,
+    )
+
+
 def test_acknowledging_frees_the_window_frame_by_frame() -> None:
-    subscription = Subscription("s1", Ticket("1", "run_1", "default", None), None, None, None)
-    for last_id, count in (("4", 5), ("9", 5), ("12", 3)):
-        subscription.in_flight.append((last_id, count))
-        subscription.unacked += count
-        subscription.last_sent = last_id
-    subscription.acknowledge("3", window=10)  # inside the first frame: nothing freed yet
-    assert (subscription.unacked, subscription.room.is_set()) == (13, False)
-    subscription.acknowledge("9", window=10)
-    assert (subscription.unacked, subscription.room.is_set()) == (3, True)
-    subscription.acknowledge("12", window=10)
-    assert subscription.unacked == 0
+    from trigger_django.live.subscription import Segment
+
+    outlet = _outlet()
+    subscription = Subscription("s1", outlet, timeout=1)
+    outlet.subscriptions["s1"] = subscription
+    for first, last, count in ((0, 4, 5), (5, 9, 5), (10, 12, 3)):
+        parts = [f'{{"id":"{n}"}}' for n in range(first, last + 1)]
+        subscription.enqueue(Segment(parts, 10 * count, (first, 0), (last, 0), str(last), None))
+        subscription.take()
+    assert (subscription.unacked_parts, subscription.has_room()) == (13, False)
+    assert outlet.outstanding_size == 130
+    subscription.acknowledge("3")  # inside the first frame: nothing freed yet
+    assert (subscription.unacked_parts, subscription.has_room()) == (13, False)
+    subscription.acknowledge("9")
+    assert (subscription.unacked_parts, subscription.has_room()) == (3, True)
+    assert outlet.outstanding_size == 30
+    subscription.acknowledge("12")
+    assert subscription.unacked_parts == 0
+    assert outlet.outstanding_size == 0
     assert not subscription.in_flight
     # An ack beyond what was sent would reopen the window without reading: refused.
     with pytest.raises(BadMessage, match="never sent"):
-        subscription.acknowledge("13", window=10)
+        subscription.acknowledge("13")
+
+
+def test_the_server_asks_for_acks_a_few_times_per_window_not_per_batch() -> None:
+    from trigger_django.live.subscription import Segment
+
+    outlet = _outlet(window_parts=100, budget=10**9)
+    subscription = Subscription("s1", outlet, timeout=1)
+    asked = []
+    for n in range(100):
+        subscription.enqueue(Segment([f'{{"id":"{n}"}}'], 10, (n, 0), (n, 0), str(n), None))
+        _, ask = subscription.take()  # type: ignore[misc]
+        asked.append(ask)
+        if ask:
+            subscription.acknowledge(str(n))
+    # A quarter of the window between requests: 4 acks for 100 batches.
+    assert [n for n, ask in enumerate(asked) if ask] == [24, 49, 74, 99]
+
+
+def test_a_socket_past_half_its_byte_budget_asks_for_every_batch() -> None:
+    from trigger_django.live.subscription import Segment
+
+    outlet = _outlet(window_parts=10**6, budget=1000)
+    subscription = Subscription("s1", outlet, timeout=1)
+    asks = []
+    for n in range(9):
+        subscription.enqueue(Segment([f'"{n}"'], 100, (n, 0), (n, 0), str(n), None))
+        asks.append(subscription.take()[1])  # type: ignore[index]
+    # Every eighth of the budget (two batches here) asks; from half the budget on, every batch.
+    assert asks == [False, True, False, True, True, True, True, True, True]
+    assert subscription.has_room()
+    subscription.enqueue(Segment(['"9"'], 100, (9, 0), (9, 0), "9", None))
+    assert not subscription.has_room()
 
 
 async def test_an_ack_for_a_part_never_sent_closes_the_socket_4400(

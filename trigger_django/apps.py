@@ -11,3 +11,4 @@ class TriggerDjangoConfig(AppConfig):
 
     def ready(self) -> None:
         from trigger_django import checks  # noqa: F401  (registers the system checks)
+        from trigger_django.live import sessions  # noqa: F401  (logging out closes sockets)

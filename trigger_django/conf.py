@@ -33,6 +33,11 @@ DEFAULTS: dict[str, Any] = {
     "TIMEOUT_SECONDS": 60,
     # Parts sent to a browser and not yet acknowledged before the consumer stops reading upstream.
     "MAX_UNACKED_PARTS": 2000,
+    # Bytes sent to one socket and not yet acknowledged, all its subscriptions together.
+    "MAX_UNACKED_BYTES": 4 * 1024 * 1024,
+    # Subscribes per minute (bursts of as many) per socket and per user; refused ones count.
+    "SUBSCRIBE_RATE_PER_SOCKET": 120,
+    "SUBSCRIBE_RATE_PER_USER": 600,
     # Live streams one user may read at once in one server process (each holds a connection).
     "MAX_STREAMS_PER_USER": 32,
     # Largest input-stream send accepted (the Trigger.dev limit is 1 MiB).
@@ -59,6 +64,9 @@ class Config:
     throttle_ms: int
     timeout_seconds: int
     max_unacked_parts: int
+    max_unacked_bytes: int
+    subscribe_rate_per_socket: int
+    subscribe_rate_per_user: int
     max_streams_per_user: int
     max_input_bytes: int
     http_max_connections: int
@@ -90,6 +98,9 @@ def get_config() -> Config:
         throttle_ms=int(merged["THROTTLE_MS"]),
         timeout_seconds=int(merged["TIMEOUT_SECONDS"]),
         max_unacked_parts=int(merged["MAX_UNACKED_PARTS"]),
+        max_unacked_bytes=int(merged["MAX_UNACKED_BYTES"]),
+        subscribe_rate_per_socket=int(merged["SUBSCRIBE_RATE_PER_SOCKET"]),
+        subscribe_rate_per_user=int(merged["SUBSCRIBE_RATE_PER_USER"]),
         max_streams_per_user=int(merged["MAX_STREAMS_PER_USER"]),
         max_input_bytes=int(merged["MAX_INPUT_BYTES"]),
         http_max_connections=int(merged["HTTP_MAX_CONNECTIONS"]),

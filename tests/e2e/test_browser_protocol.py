@@ -132,10 +132,15 @@ async def test_v2_resumes_right_after_the_last_applied_part(scripted_page: Any) 
     sub = subscribe["sub"]
     await play(page, 0, {"type": "subscribed", "sub": sub})
     parts = [{"id": str(n), "chunk": f"p{n} ", "timestamp": n} for n in range(3)]
-    await play(page, 0, {"type": "parts", "streams": [{"sub": sub, "parts": parts}]})
+    await play(page, 0, {"type": "parts", "streams": [{"sub": sub, "parts": parts[:2]}]})
+    await play(
+        page, 0, {"type": "parts", "streams": [{"sub": sub, "parts": parts[2:], "ack": True}]}
+    )
     await expect(page.locator(OUTPUT)).to_have_text("p0 p1 p2 ")
+    # Only the batch the server marked is acknowledged, once applied.
+    await page.wait_for_function("() => window.__fake.sockets[0].sent.length === 2")
     acks = [m for m in await sent(page, 0) if m["type"] == "ack"]
-    assert acks[-1] == {"type": "ack", "sub": sub, "cursor": "2"}
+    assert acks == [{"type": "ack", "sub": sub, "cursor": "2"}]
     await page.evaluate("window.__fake.drop(0)")
     await page.wait_for_function("() => window.__fake.sockets.length === 2", timeout=10_000)
     await page.wait_for_function("() => window.__fake.sockets[1].sent.length === 1")
@@ -152,3 +157,92 @@ async def test_a_renewed_ticket_is_used_for_the_next_subscribe(scripted_page: An
     await page.wait_for_function("() => window.__fake.sockets.length === 2", timeout=10_000)
     await page.wait_for_function("() => window.__fake.sockets[1].sent.length === 1")
     assert (await sent(page, 1))[0]["ticket"] == "renewed-later"
+
+
+async def test_batches_are_acknowledged_only_when_the_server_asks(scripted_page: Any) -> None:
+    page = scripted_page
+    (subscribe,) = await sent(page, 0)
+    sub = subscribe["sub"]
+    await play(page, 0, {"type": "subscribed", "sub": sub})
+    for n in range(5):
+        part = {"id": str(n), "chunk": f"p{n} ", "timestamp": n}
+        await play(page, 0, {"type": "parts", "streams": [{"sub": sub, "parts": [part]}]})
+    await expect(page.locator(OUTPUT)).to_have_text("p0 p1 p2 p3 p4 ")
+    assert [m["type"] for m in await sent(page, 0)] == ["subscribe"]
+    part = {"id": "5", "chunk": "p5", "timestamp": 5}
+    await play(page, 0, {"type": "parts", "streams": [{"sub": sub, "parts": [part], "ack": True}]})
+    await page.wait_for_function("() => window.__fake.sockets[0].sent.length === 2")
+    assert (await sent(page, 0))[1] == {"type": "ack", "sub": sub, "cursor": "5"}
+
+
+async def test_a_re_sent_v2_record_after_a_resume_is_applied_once(scripted_page: Any) -> None:
+    page = scripted_page
+    (subscribe,) = await sent(page, 0)
+    sub = subscribe["sub"]
+    await play(page, 0, {"type": "subscribed", "sub": sub})
+    first = [{"id": "0", "chunk": "a ", "timestamp": 0}, {"id": "1", "chunk": None, "timestamp": 1}]
+    await play(page, 0, {"type": "parts", "streams": [{"sub": sub, "parts": first}]})
+    await expect(page.locator(OUTPUT)).to_have_text("a null\n")
+    await page.evaluate("window.__fake.drop(0)")
+    await page.wait_for_function("() => window.__fake.sockets.length === 2", timeout=10_000)
+    await page.wait_for_function("() => window.__fake.sockets[1].sent.length === 1")
+    (resubscribe,) = await sent(page, 1)
+    assert resubscribe["cursor"] == "1"
+    sub = resubscribe["sub"]
+    await play(page, 1, {"type": "subscribed", "sub": sub})
+    # The record at the cursor comes again, numbered as a repeat: still the same v2 record.
+    again = [
+        {"id": "1", "chunk": None, "timestamp": 1, "i": 1},
+        {"id": "2", "chunk": "b", "timestamp": 2},
+    ]
+    await play(page, 1, {"type": "parts", "streams": [{"sub": sub, "parts": again}]})
+    await expect(page.locator(OUTPUT)).to_have_text("a null\nb")
+
+
+async def test_a_rate_limited_subscribe_waits_and_retries_only_that_viewer(
+    scripted_page: Any,
+) -> None:
+    page = scripted_page
+    (subscribe,) = await sent(page, 0)
+    sub = subscribe["sub"]
+    viewer = page.locator("[data-trigger-stream]")
+    await play(
+        page,
+        0,
+        {
+            "type": "error",
+            "sub": sub,
+            "status": 429,
+            "message": "Too many subscriptions started from this page: try again in 0.2 s.",
+            "retry_after": 0.2,
+        },
+    )
+    await expect(viewer).to_have_attribute("data-state", "reconnecting")
+    await page.wait_for_function("() => window.__fake.sockets[0].sent.length === 2")
+    retry = (await sent(page, 0))[1]
+    assert (retry["type"], retry["sub"]) == ("subscribe", sub)
+    await play(page, 0, {"type": "subscribed", "sub": sub})
+    await expect(viewer).to_have_attribute("data-state", "live")
+
+
+async def test_an_in_band_refusal_fails_only_that_viewer(scripted_page: Any) -> None:
+    page = scripted_page
+    (subscribe,) = await sent(page, 0)
+    sub = subscribe["sub"]
+    await play(
+        page,
+        0,
+        {
+            "type": "error",
+            "sub": sub,
+            "status": 403,
+            "message": "You are not allowed to view run x.",
+        },
+    )
+    viewer = page.locator("[data-trigger-stream]")
+    await expect(viewer).to_have_attribute("data-state", "error")
+    await expect(page.locator("[data-trigger-stream] [data-trigger-error]")).to_have_text(
+        "You are not allowed to view run x."
+    )
+    # The socket is the page's, not the viewer's: nothing closed it for this refusal.
+    assert await page.evaluate("window.__fake.sockets.length") == 1

@@ -34,7 +34,8 @@
   // --- cursors -------------------------------------------------------------------------------
   // v2 ids are S2 seq numbers ("17"), v1 ids are Redis ids ("1735689600000-3"); both can exceed
   // 2^53, so compare digit strings by length, then lexically. A v1 entry can yield several
-  // parts with the same id: the server numbers them ("i"), so a cursor is (id, i).
+  // parts with the same id: the server numbers them ("i"), so a v1 cursor is (id, i). A v2 id
+  // names one record: a repeated v2 id is the same record re-sent, whatever its "i".
   function compareDigits(a, b) {
     a = a.replace(/^0+(?=\d)/, "");
     b = b.replace(/^0+(?=\d)/, "");
@@ -101,6 +102,7 @@
       cursor: null, // last applied {id, i}
       entryBefore: null, // the last applied id before cursor.id (see resumeCursor)
       pending: [], // received, not yet applied
+      ackDue: false, // the server asked for an acknowledgement of what was received
       terminal: null, // complete/error message, applied after the pending parts
       kept: [], // texts of the last maxParts parts
       partCount: 0,
@@ -162,6 +164,7 @@
     // Anything received but not yet drawn is applied first, so the cursor is exact.
     applyPending(viewer);
     if (viewer.done) { return; }
+    viewer.ackDue = false; // acknowledgements belong to the socket that sent the parts
     viewer.subscribed = true;
     send({
       type: "subscribe",
@@ -205,6 +208,16 @@
     };
   }
 
+  function retryLater(viewer, seconds) {
+    viewer.subscribed = false;
+    setState(viewer, "reconnecting");
+    setTimeout(function () {
+      if (!viewer.done && !viewer.subscribed && socket && socket.readyState === WebSocket.OPEN) {
+        subscribe(viewer);
+      }
+    }, Math.max(seconds, 0.1) * 1000);
+  }
+
   function scheduleReconnect() {
     attempt += 1;
     var base = Math.min(BACKOFF_BASE_MS * Math.pow(2, attempt - 1), BACKOFF_MAX_MS);
@@ -232,6 +245,8 @@
         var target = viewers.get(batch.sub);
         if (!target || target.done) { return; }
         for (var k = 0; k < batch.parts.length; k++) { target.pending.push(batch.parts[k]); }
+        // Acknowledged once applied: only the batches the server marks, a few per window.
+        if (batch.ack) { target.ackDue = true; }
       });
       scheduleFlush();
     } else if (message.type === "subscribed") {
@@ -245,6 +260,10 @@
       // A renewed ticket: a page open longer than its first ticket's lifetime can resubscribe.
       viewer = viewers.get(message.sub);
       if (viewer && !viewer.done && message.ticket) { viewer.ticket = message.ticket; }
+    } else if (message.type === "error" && message.status === 429 && typeof message.retry_after === "number") {
+      // A subscribe limit that says when to retry: only this viewer waits, then resubscribes.
+      viewer = viewers.get(message.sub);
+      if (viewer && !viewer.done) { retryLater(viewer, message.retry_after); }
     } else if (message.type === "complete" || message.type === "error") {
       viewer = viewers.get(message.sub);
       if (viewer && !viewer.done) { viewer.terminal = message; scheduleFlush(); }
@@ -476,7 +495,8 @@
     var lastReceived = null;
     for (var k = 0; k < batch.length; k++) {
       var part = batch[k];
-      var cursor = { id: String(part.id), i: part.i || 0 };
+      var id = String(part.id);
+      var cursor = { id: id, i: id.indexOf("-") === -1 ? 0 : (part.i || 0) };
       lastReceived = cursor.id;
       // Re-delivered parts (after a reconnect) are at or below the cursor: skip them.
       if (viewer.cursor && compareCursors(cursor, viewer.cursor) <= 0) { continue; }
@@ -485,7 +505,8 @@
       applied.push({ id: cursor.id, chunk: part.chunk, timestamp: part.timestamp });
     }
     if (applied.length > 0) { draw(viewer, applied); }
-    if (lastReceived !== null && viewer.subscribed) {
+    if (lastReceived !== null && viewer.ackDue && viewer.subscribed) {
+      viewer.ackDue = false;
       send({ type: "ack", sub: viewer.id, cursor: lastReceived });
     }
     if (viewer.terminal) {
