@@ -244,6 +244,8 @@ def test_viewer_with_another_partial() -> None:
     [
         ('{% stream_viewer "../etc" %}', {}, "Invalid run id '../etc'"),
         ('{% stream_viewer "run_1" "a/b" %}', {}, "Invalid stream key 'a/b'"),
+        ("{% stream_viewer run_id %}", {"run_id": "run_1\n"}, "Invalid run id 'run_1\\n'"),
+        ('{% stream_viewer "run_1" key %}', {"key": "k\n"}, "Invalid stream key 'k\\n'"),
         ('{% stream_viewer "run_1" timeout=0 %}', {}, "timeout= must be between 1 and 600, got 0"),
         ('{% stream_viewer "run_1" timeout="x" %}', {}, "timeout= must be an integer, got 'x'"),
         ('{% stream_viewer "run_1" max_parts=0 %}', {}, "max_parts= must be >= 1, got 0"),

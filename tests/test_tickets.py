@@ -7,12 +7,14 @@ import pytest
 from django.core import signing
 
 from trigger_django.client import sign_public_token
+from trigger_django.errors import describe
 from trigger_django.tickets import (
     TICKET_SALT,
     TicketError,
     is_run_read_token,
     load_ticket,
     make_ticket,
+    validate_run_id,
     validate_stream_key,
 )
 
@@ -86,3 +88,39 @@ def test_an_expired_or_foreign_token_is_not_rendered(settings):
 def test_stream_keys_that_would_change_the_upstream_path_are_refused(key):
     with pytest.raises(ValueError, match="Invalid stream key"):
         validate_stream_key(key)
+
+
+# --- issue 10, item 7: `$` matched before a trailing newline ------------------------------------
+
+
+@pytest.mark.parametrize("run_id", ["run_1\n", "run_1\r\n", "\nrun_1", "run_1\n\n"])
+def test_a_run_id_with_a_newline_is_refused(run_id):
+    with pytest.raises(ValueError, match="Invalid run id") as caught:
+        validate_run_id(run_id)
+    # A request error (400), not a bug, wherever it surfaces.
+    assert (describe(caught.value).status, describe(caught.value).party) == (400, "request")
+
+
+@pytest.mark.parametrize("key", ["default\n", "ai-output\r\n", "\ndefault"])
+def test_a_stream_key_with_a_newline_is_refused(key):
+    with pytest.raises(ValueError, match="Invalid stream key"):
+        validate_stream_key(key)
+
+
+def test_no_ticket_is_made_for_an_id_with_a_newline():
+    with pytest.raises(ValueError, match="Invalid run id"):
+        make_ticket(user_pk=7, run_id="run_1\n", key="default")
+    with pytest.raises(ValueError, match="Invalid stream key"):
+        make_ticket(user_pk=7, run_id="run_1", key="default\n")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"u": "7", "r": "run_1\n", "k": "default"}, {"u": "7", "r": "run_1", "k": "default\n"}],
+)
+def test_a_signed_ticket_for_an_id_with_a_newline_is_invalid(payload):
+    # What the consumer checks on every subscribe: such a ticket is refused before any upstream
+    # request (it used to pass and end in an in-band 500).
+    with pytest.raises(TicketError, match="not valid") as caught:
+        load_ticket(signing.dumps(payload, salt=TICKET_SALT, compress=True))
+    assert describe(caught.value).status == 401

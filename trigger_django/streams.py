@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from django import forms
+from django.core.exceptions import ImproperlyConfigured
 
 __all__ = ["InputStream", "OutputStream"]
 
@@ -24,3 +26,13 @@ class InputStream:
 
     id: str
     form: type[forms.Form] | None = None
+
+    def __post_init__(self) -> None:
+        # Registered as soon as it is defined, so that every process that imported the stream
+        # accepts posts of forms another process rendered (the key names the form; the view
+        # only takes registered ones). A form that cannot be registered is refused by the tag.
+        if self.form is not None:
+            from trigger_django.forms import register_input_form
+
+            with contextlib.suppress(ImproperlyConfigured):
+                register_input_form(self.form)

@@ -18,9 +18,11 @@ from django.utils.module_loading import import_string
 
 from trigger_django.client import InvalidTokenError, decode_public_token
 from trigger_django.conf import get_config
+from trigger_django.errors import RequestError
 
 __all__ = [
     "TICKET_SALT",
+    "InvalidIdentifier",
     "Ticket",
     "TicketError",
     "check_authorized",
@@ -33,15 +35,21 @@ __all__ = [
 
 TICKET_SALT = "trigger_django.stream-ticket.v1"
 
-# Run ids are friendly ids (`run_…`); stream keys go into the upstream URL path unencoded,
-# so neither may contain `/` or anything else that would change the path.
-_RUN_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_STREAM_KEY_RE = re.compile(r"^[A-Za-z0-9_.:$-]{1,256}$")
+# Run ids are friendly ids (`run_…`); stream keys go into the upstream URL path, so neither may
+# contain `/` or anything else that would change the path. Always matched with `fullmatch`:
+# `$` also matches before a trailing newline, and `run_1\n` is not a run id.
+_RUN_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_STREAM_KEY_RE = re.compile(r"[A-Za-z0-9_.:$-]{1,256}")
+
+
+class InvalidIdentifier(RequestError, ValueError):
+    """A run id or stream key that is not one (400). Also a ``ValueError``."""
 
 
 def validate_run_id(run_id: object) -> str:
-    if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
-        raise ValueError(
+    """``run_id`` if it is a well-formed run id, else :class:`InvalidIdentifier`."""
+    if not isinstance(run_id, str) or not _RUN_ID_RE.fullmatch(run_id):
+        raise InvalidIdentifier(
             f"Invalid run id {run_id!r}: expected a Trigger.dev run id such as 'run_abc123' "
             "(letters, digits, '_' and '-')."
         )
@@ -49,9 +57,11 @@ def validate_run_id(run_id: object) -> str:
 
 
 def validate_stream_key(key: object) -> str:
+    """``key`` if it is a well-formed stream key (output or input stream id), else
+    :class:`InvalidIdentifier`."""
     # "." would be collapsed out of the URL path by the HTTP client ("/streams/run_1/.").
-    if not isinstance(key, str) or not _STREAM_KEY_RE.match(key) or ".." in key or key == ".":
-        raise ValueError(
+    if not isinstance(key, str) or not _STREAM_KEY_RE.fullmatch(key) or ".." in key or key == ".":
+        raise InvalidIdentifier(
             f"Invalid stream key {key!r}: use letters, digits and '_', '-', '.', ':', '$' "
             "(no '/', no '..')."
         )
@@ -66,8 +76,10 @@ class Ticket:
     access_token: str | None
 
 
-class TicketError(Exception):
-    """A ticket that must not be honoured; ``reason`` is ``"expired"`` or ``"invalid"``."""
+class TicketError(RequestError):
+    """A ticket that must not be honoured (401); ``reason`` is ``"expired"`` or ``"invalid"``."""
+
+    status = 401
 
     def __init__(self, reason: Literal["expired", "invalid"], message: str) -> None:
         super().__init__(message)

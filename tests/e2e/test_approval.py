@@ -111,7 +111,7 @@ async def test_with_javascript_an_error_is_shown_in_words_and_the_form_can_retry
 
     await expect(form).to_have_attribute("data-state", "error")
     await expect(page.get_by_role("alert")).to_have_text(
-        f"Run {run_id} has already finished; it no longer accepts input."
+        "The run has already finished; it no longer accepts input."
     )
     await expect(page.get_by_role("button", name="Reject")).to_be_enabled()
     record = await page.evaluate("window.__form")
