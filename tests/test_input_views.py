@@ -540,12 +540,19 @@ async def test_input_forms_setting_chooses_the_form_for_programmatic_sends(emu, 
 @pytest.mark.parametrize(
     "form_name", ["django.forms.Form", f"{__name__}.UnregisteredForm", "os.system"]
 )
-async def test_a_signed_key_naming_an_unregistered_form_is_refused(emu, client, form_name):
+async def test_a_signed_key_naming_an_unregistered_form_is_refused(emu, client, caplog, form_name):
     # Correctly signed (as someone holding the signing key could make it): still refused,
     # because the view looks the name up among the registered forms and imports nothing.
     run_id = await start_run(emu)
     key = make_idempotency_key(run_id, "approval", form_name)
-    response = await post_json(client, url(run_id), {"data": {}, "idempotency_key": key})
+    with caplog.at_level(logging.WARNING, logger="trigger_django.input"):
+        response = await post_json(client, url(run_id), {"data": {}, "idempotency_key": key})
+    [warning] = [
+        r
+        for r in caplog.records
+        if r.name == "trigger_django.input" and r.levelno == logging.WARNING
+    ]
+    assert f"names {form_name!r}, which is not a registered input form" in warning.getMessage()
     assert response.status_code == 400
     error = response.json()["error"]
     assert error.startswith(f"The form this page was rendered with ({form_name!r}) is not one")

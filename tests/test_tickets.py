@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import warnings
 from datetime import UTC, datetime, timedelta
 
@@ -124,3 +125,60 @@ def test_a_signed_ticket_for_an_id_with_a_newline_is_invalid(payload):
     with pytest.raises(TicketError, match="not valid") as caught:
         load_ticket(signing.dumps(payload, salt=TICKET_SALT, compress=True))
     assert describe(caught.value).status == 401
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_subscribe_for_a_run_id_with_a_newline_is_refused_before_any_upstream_request(
+    django_user_model, trigger_settings, emulator
+):
+    # A correctly signed ticket for "run_x\n" (what the run page used to render for
+    # /runs/run_x%0A/): the subscribe used to reach upstream and answer an in-band 500.
+    from asgiref.sync import sync_to_async
+    from channels.auth import AuthMiddlewareStack
+    from channels.routing import URLRouter
+    from channels.testing import WebsocketCommunicator
+    from django.conf import settings
+    from django.test import Client
+
+    from trigger_django.routing import websocket_urlpatterns
+    from trigger_django.upstream import aclose_http_clients
+
+    user = await django_user_model.objects.acreate(username="ada")
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+    run_id, _ = emulator.trigger("echo-parts", {"parts": ["one"]})
+    emulator.clear_requests()
+    bad_run = run_id + "\n"
+    ticket = signing.dumps(
+        {"u": str(user.pk), "r": bad_run, "k": "default"}, salt=TICKET_SALT, compress=True
+    )
+    communicator = WebsocketCommunicator(
+        AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+        "/trigger/ws/",
+        headers=[(b"cookie", cookie.encode())],
+    )
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    try:
+        await communicator.send_json_to(
+            {
+                "type": "subscribe",
+                "sub": "s1",
+                "ticket": ticket,
+                "run_id": bad_run,
+                "key": "default",
+            }
+        )
+        answer = await communicator.receive_output(timeout=5)
+        # Refused as a bad ticket: a 4401 close, or an in-band 401 for this subscription only.
+        if answer["type"] == "websocket.close":
+            assert answer["code"] == 4401
+        else:
+            error = json.loads(answer["text"])
+            assert error["type"] == "error"
+            assert error["status"] == 401
+        assert emulator.requests() == []
+    finally:
+        await communicator.disconnect()
+        await aclose_http_clients()

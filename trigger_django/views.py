@@ -26,11 +26,12 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_POST
 
 from trigger_django.conf import get_config
-from trigger_django.errors import RequestError, describe, log_failure
+from trigger_django.errors import RequestError, TriggerDjangoError, describe, log_failure
 from trigger_django.forms import (
     IDEMPOTENCY_KEY_FIELD,
     IDEMPOTENCY_KEY_MAX_AGE,
     NEXT_FIELD,
+    UnknownInputForm,
     build_payload,
     form_class_for_stream,
     read_idempotency_key,
@@ -204,7 +205,7 @@ async def send_input_view(request: HttpRequest, run_id: str, stream_id: str) -> 
     except Exception as exc:
         error = describe(exc)
         log_failure(input_logger, exc, error)
-        fields = getattr(exc, "fields", None)
+        fields = exc.fields if isinstance(exc, TriggerDjangoError) else None
         if wants_json:
             content: dict[str, Any] = {"ok": False, "error": error.message}
             if fields is not None:
@@ -281,7 +282,18 @@ async def _send_input(
         form_class = form_class_for_stream(stream_id)
     else:
         # Only a registered form: the key names one, it never makes the server import a path.
-        form_class = registered_input_form(form_name)
+        try:
+            form_class = registered_input_form(form_name)
+        except UnknownInputForm:
+            input_logger.warning(
+                "A form key for stream %r of run %s names %r, which is not a registered input "
+                "form: a forged key, or a form this process has not registered (list it in "
+                "INPUT_FORMS or define its InputStream at import time).",
+                stream_id,
+                run_id,
+                form_name,
+            )
+            raise
     # Forms may touch the database (ModelChoiceField, server_data): validate in a thread.
     form, payload = await sync_to_async(build_payload)(form_class, client_data, request)
     if payload is None:

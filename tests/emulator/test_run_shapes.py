@@ -54,10 +54,11 @@ async def test_live_request_waits_for_the_next_change(emulator):
     async with httpx.AsyncClient(base_url=emulator.url, timeout=10.0) as client:
         initial = await client.get(f"/realtime/v1/runs/{run_id}", headers=bearer(token))
         offset = initial.headers["electric-offset"]
+        handle = initial.headers["electric-handle"]
         live = asyncio.create_task(
             client.get(
                 f"/realtime/v1/runs/{run_id}",
-                params={"live": "true", "offset": offset, "handle": "h", "cursor": ""},
+                params={"live": "true", "offset": offset, "handle": handle, "cursor": ""},
                 headers=bearer(token),
             )
         )
@@ -84,16 +85,19 @@ async def test_live_request_waits_for_the_next_change(emulator):
 
 def test_live_request_behind_the_run_answers_at_once(emulator, http):
     run_id, token = emulator.trigger(UNREGISTERED_TASK, {})
-    stale = http.get(f"/realtime/v1/runs/{run_id}", headers=bearer(token)).headers[
-        "electric-offset"
-    ]
+    initial = http.get(f"/realtime/v1/runs/{run_id}", headers=bearer(token)).headers
     emulator.complete_run(run_id, output={"done": True})
 
     response = http.get(
         f"/realtime/v1/runs/{run_id}",
-        params={"live": "true", "offset": stale},
+        params={
+            "live": "true",
+            "offset": initial["electric-offset"],
+            "handle": initial["electric-handle"],
+        },
         headers=bearer(token),
     )
+    assert response.json()[0]["headers"] == {"operation": "update"}
 
     value = response.json()[0]["value"]
     assert value["status"] == "COMPLETED_SUCCESSFULLY"

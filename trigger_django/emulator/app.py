@@ -27,12 +27,15 @@ from trigger_django.emulator.auth import (
     sign_public_token,
     unverified_scopes,
 )
-from trigger_django.emulator.sse import InjectedDrop, ReadSession, serve_stream
+from trigger_django.emulator.metadata import MetadataError, apply_operations, validate_body
+from trigger_django.emulator.sse import AbortConnection, InjectedDrop, ReadSession, serve_stream
 from trigger_django.emulator.state import (
     INPUT_STREAM_PREFIX,
+    RUN_SHAPE_KEY,
     EmulatorConfig,
     EmulatorState,
     InputReceived,
+    RecordTooLargeError,
     Run,
     StreamVersion,
     js_json,
@@ -52,6 +55,9 @@ INPUT_MAX_BYTES = 1024 * 1024
 APPEND_MAX_BYTES = 512 * 1024
 TRIGGER_MAX_BYTES = 3 * 1024 * 1024
 CONTROL_MAX_BYTES = 1024 * 1024
+METADATA_MAX_BYTES = 2 * 1024 * 1024
+#: The server still accepts metadata for an hour after a run completed.
+METADATA_WINDOW_MS = 60 * 60 * 1000
 TRIGGER_TOKEN_TTL = 3600
 PUBLIC_TOKEN_TTL = 900
 STREAM_TARGETS = ("self", "parent", "root")
@@ -303,6 +309,13 @@ class EmulatorApp:
         if segments == ["api", "v1", "auth", "public-tokens"] and method == "POST":
             await self._public_token(request, token, response)
             return
+        if (
+            segments[:3] == ["api", "v1", "runs"]
+            and segments[4:] == ["metadata"]
+            and method == "PUT"
+        ):
+            await self._update_metadata(request, token, response, segments[3])
+            return
         if segments[:3] == ["realtime", "v1", "runs"] and len(segments) == 4 and method == "GET":
             await self._run_shape(request, token, response, segments[3])
             return
@@ -472,6 +485,34 @@ class EmulatorApp:
         )
         await response.json(200, {"token": minted})
 
+    # -- run metadata -----------------------------------------------------------------------
+
+    async def _update_metadata(
+        self, request: Request, token: str | None, response: Response, run_id: str
+    ) -> None:
+        self._secret_only(token)
+        length = request.header("content-length")
+        if length is not None and length.strip().isdigit() and int(length) > METADATA_MAX_BYTES:
+            raise HttpError(413, {"error": "Request body too large"})
+        body = await request.json(METADATA_MAX_BYTES)
+        try:
+            operations, metadata = validate_body(body)
+        except MetadataError as error:
+            raise HttpError(400, {"error": f"Invalid request body: {error}."}) from None
+        run = self.state.runs.get(run_id)
+        if run is None:
+            raise HttpError(404, {"error": "Task Run not found"})
+        if run.completed_at is not None and run.completed_at < now_ms() - METADATA_WINDOW_MS:
+            raise HttpError(422, {"error": "Cannot update metadata for a completed run"})
+        if operations is not None:
+            # As the server: operations win over a metadata object; none applied, no change.
+            updated, applied = apply_operations(run.metadata, operations)
+            if applied:
+                run.replace_metadata(updated)
+        elif js_json(metadata or {}) != js_json(run.metadata):
+            run.replace_metadata(metadata or {})
+        await response.json(200, {"metadata": run.metadata})
+
     # -- run subscriptions (Electric shape) -------------------------------------------------
 
     async def _run_shape(
@@ -486,36 +527,58 @@ class EmulatorApp:
         if isinstance(realtime, dict) and isinstance(realtime.get("skipColumns"), list):
             # A token's realtime.skipColumns overrides the query parameter, as on the server.
             skip_columns = [str(column) for column in realtime["skipColumns"]]
-        headers = [
-            (b"cache-control", b"no-store"),
-            (b"electric-handle", f"run-{run.internal_id}".encode()),
-            (b"access-control-expose-headers", b"*"),
-        ]
-        if query.get("live", [""])[0] != "true":
-            headers += [
-                (b"electric-offset", shapes.offset_for(run).encode()),
-                (b"electric-schema", shapes.schema_header(skip_columns).encode()),
-            ]
-            body = [shapes.change_message(run, "insert", skip_columns), shapes.UP_TO_DATE]
-            await response.json(200, body, headers)
-            return
         offset = query.get("offset", ["-1"])[0]
+        handle = query.get("handle", [""])[0]
+        live = query.get("live", [""])[0] == "true"
+
+        if await self._shape_fault(run, response):
+            return
+        if offset == "-1" or not handle:
+            await self._shape_snapshot(run, skip_columns, response)
+            return
+        if handle != run.shape_handle:
+            # Electric answers a request for a handle that is not the shape's current one with
+            # 409 must-refetch, naming the current handle.
+            await self._must_refetch(run, response)
+            return
+        if not live:
+            # A non-live catch-up with a handle re-emits the snapshot (the native server does).
+            await self._shape_snapshot(run, skip_columns, response)
+            return
+
         seen = shapes.revision_of(offset)
-        if run.revision <= seen:
-            changed = run.changed()
-            disconnected = asyncio.ensure_future(_wait_disconnect(request))
-            closing = asyncio.ensure_future(self.state.closing.wait())
-            try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + shapes.LIVE_HOLD_SECONDS
+        disconnected = asyncio.ensure_future(_wait_disconnect(request))
+        closing = asyncio.ensure_future(self.state.closing.wait())
+        try:
+            while run.revision <= seen:
+                remaining = deadline - loop.time()
+                if remaining <= 0 or disconnected.done() or closing.done():
+                    break
+                changed = run.changed()
                 await asyncio.wait(
                     (changed, disconnected, closing),
-                    timeout=shapes.LIVE_HOLD_SECONDS,
+                    timeout=remaining,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
-            finally:
-                for waiter in (changed, disconnected, closing):
-                    waiter.cancel()
+                changed.cancel()
+                if self.state.has_fault(run.id, RUN_SHAPE_KEY):
+                    # Injected while this request was parked: it answers the fault.
+                    await self._shape_fault(run, response)
+                    return
+        finally:
+            disconnected.cancel()
+            closing.cancel()
+        if self.state.closing.is_set():
+            raise AbortConnection("the emulator is shutting down")
         self.state.shape_cursor += 1
-        headers.append((b"electric-cursor", str(self.state.shape_cursor).encode()))
+        headers = [
+            (b"cache-control", b"no-store"),
+            (b"electric-handle", run.shape_handle.encode()),
+            (b"electric-cursor", str(self.state.shape_cursor).encode()),
+            (b"access-control-expose-headers", b"*"),
+        ]
         if run.revision > seen:
             headers.append((b"electric-offset", shapes.offset_for(run).encode()))
             body = [shapes.change_message(run, "update", skip_columns), shapes.UP_TO_DATE]
@@ -523,6 +586,46 @@ class EmulatorApp:
             headers.append((b"electric-offset", offset.encode()))
             body = [shapes.UP_TO_DATE]
         await response.json(200, body, headers)
+
+    async def _shape_snapshot(self, run: Run, skip_columns: list[str], response: Response) -> None:
+        headers = [
+            (b"cache-control", b"no-store"),
+            (b"electric-handle", run.shape_handle.encode()),
+            (b"electric-offset", shapes.offset_for(run).encode()),
+            (b"electric-schema", shapes.schema_header(skip_columns).encode()),
+            (b"access-control-expose-headers", b"*"),
+        ]
+        body = [shapes.change_message(run, "insert", skip_columns), shapes.UP_TO_DATE]
+        await response.json(200, body, headers)
+
+    async def _must_refetch(self, run: Run, response: Response) -> None:
+        await response.json(
+            409,
+            [shapes.MUST_REFETCH],
+            [
+                (b"cache-control", b"no-store"),
+                (b"electric-handle", run.shape_handle.encode()),
+                (b"access-control-expose-headers", b"*"),
+            ],
+        )
+
+    async def _shape_fault(self, run: Run, response: Response) -> bool:
+        """Answer an injected shape fault, if one is pending; ``True`` when one was."""
+        fault = self.state.take_fault(run.id, RUN_SHAPE_KEY)
+        if fault is None:
+            return False
+        if fault.kind == "must-refetch":
+            # The shape is rotated: a new handle, which the client refetches from offset -1.
+            run.shape_generation += 1
+            await self._must_refetch(run, response)
+        else:
+            body = (
+                fault.body
+                if fault.body is not None
+                else {"error": f"Injected fault: status {fault.status}"}
+            )
+            await response.json(fault.status, body)
+        return True
 
     def _authorize_read(self, credentials: Credentials, run: Run) -> None:
         resources = [("runs", run.id), ("tasks", run.task_identifier)]
@@ -697,6 +800,10 @@ class EmulatorApp:
                     chunk_index += 1
         except ConnectionResetError:
             return
+        except RecordTooLargeError as error:
+            # What S2 answers the SDK's v2 writer for such a record; the lines before it stay.
+            await response.json(422, {"ok": False, "error": error.s2_message})
+            return
         except ShuttingDown:
             # The SDK writer retries 503 with a HEAD resume query, as after a real restart.
             await response.json(503, {"error": "The emulator is shutting down"})
@@ -721,7 +828,11 @@ class EmulatorApp:
             raise HttpError(400, "Cannot append to a realtime stream on a completed run")
         part = (await request.body(APPEND_MAX_BYTES)).decode("utf-8", errors="replace")
         run.add_realtime_stream(key)
-        run.stream(key).append_part(part, request.header("x-part-id") or None)
+        try:
+            run.stream(key).append_part(part, request.header("x-part-id") or None)
+        except RecordTooLargeError as error:
+            # The server checks the envelope's metered size before appending to S2.
+            raise HttpError(413, {"ok": False, "error": error.message}) from None
         await response.json(200, {"ok": True})
 
     # -- input streams ----------------------------------------------------------------------
@@ -751,8 +862,11 @@ class EmulatorApp:
             raise HttpError(400, {"ok": False, "error": "Invalid request body"})
         data = body.get("data")
         record_id = "inp_" + uuid.uuid4().hex[:12]
+        try:
+            run.stream(INPUT_STREAM_PREFIX + stream_id).append_part(js_json(data), record_id)
+        except RecordTooLargeError as error:
+            raise HttpError(413, {"ok": False, "error": error.message}) from None
         run.inputs.append(InputReceived(stream_id, data, record_id, now_ms()))
-        run.stream(INPUT_STREAM_PREFIX + stream_id).append_part(js_json(data), record_id)
         await response.json(200, {"ok": True})
 
     # -- control API ------------------------------------------------------------------------
@@ -787,6 +901,29 @@ class EmulatorApp:
             return
         if segments[:1] == ["runs"] and len(segments) == 2 and method == "GET":
             await response.json(200, self._run_or_404(segments[1]).to_json())
+            return
+        if segments[:1] == ["runs"] and segments[2:] == ["update"] and method == "POST":
+            run = self._run_or_404(segments[1])
+            body = await request.json(CONTROL_MAX_BYTES)
+            if not isinstance(body, dict):
+                raise HttpError(400, {"error": 'Expected an object like {"status": "…"}.'})
+            try:
+                self.state.update_run(
+                    run.id,
+                    status=body.get("status"),
+                    metadata=body.get("metadata"),
+                    tags=body.get("tags"),
+                )
+            except (TypeError, ValueError) as error:
+                raise HttpError(400, {"error": str(error)}) from None
+            await response.json(200, run.to_json())
+            return
+        if segments[:1] == ["runs"] and segments[2:] == ["fail"] and method == "POST":
+            run = self._run_or_404(segments[1])
+            body = await request.json(CONTROL_MAX_BYTES)
+            failure = body.get("error") if isinstance(body, dict) else None
+            self.state.fail_run(run.id, failure if failure is not None else "Failed by the test")
+            await response.json(200, run.to_json())
             return
         if segments[:1] == ["runs"] and segments[2:] == ["complete"] and method == "POST":
             run = self._run_or_404(segments[1])

@@ -113,6 +113,7 @@ def change_message(run: Run, operation: str, skip_columns: Iterable[str]) -> dic
 
 
 UP_TO_DATE: dict[str, Any] = {"headers": {"control": "up-to-date"}}
+MUST_REFETCH: dict[str, Any] = {"headers": {"control": "must-refetch"}}
 
 
 def offset_for(run: Run) -> str:
