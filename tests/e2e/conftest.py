@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,45 @@ class DaphneServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+def own_run(run_id: str, user: Any) -> None:
+    """Record ``user`` as the owner of ``run_id``: the example project lets only a run's owner
+    watch and answer it. Written from a thread, so it is safe inside async tests."""
+
+    def create() -> None:
+        from django.db import connection
+
+        from example_project.models import AiRun
+
+        try:
+            AiRun.objects.get_or_create(run_id=run_id, defaults={"owner_id": user.pk})
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(create).result()
+
+
+class OwnedRunsEmulator:
+    """The session emulator, except that runs a test triggers belong to its ``e2e_user``."""
+
+    def __init__(self, emulator: Any, request: pytest.FixtureRequest) -> None:
+        self._emulator = emulator
+        self._request = request
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._emulator, name)
+
+    def trigger(self, *args: Any, **kwargs: Any) -> tuple[str, str]:
+        run_id, token = self._emulator.trigger(*args, **kwargs)
+        own_run(run_id, self._request.getfixturevalue("e2e_user"))
+        return run_id, token
+
+
+@pytest.fixture
+def emulator(emulator: Any, request: pytest.FixtureRequest) -> Any:
+    return OwnedRunsEmulator(emulator, request)
 
 
 @pytest.fixture

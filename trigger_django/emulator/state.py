@@ -468,6 +468,8 @@ class LoggedRequest:
     auth: str
     jwt_scopes: list[str] | None
     status: int | None = None
+    #: True while the request is being served (a stream read stays open until it ends).
+    open: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -479,6 +481,7 @@ class LoggedRequest:
             "auth": self.auth,
             "jwt_scopes": self.jwt_scopes,
             "status": self.status,
+            "open": self.open,
         }
 
 

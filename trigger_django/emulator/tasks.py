@@ -27,6 +27,8 @@ TaskFunction = Callable[["RunContext"], Awaitable[Any]]
 _F = TypeVar("_F", bound=TaskFunction)
 
 _REGISTRY: dict[str, TaskFunction] = {}
+#: Consulted, in order, before the registry (``register_task_resolver``).
+_RESOLVERS: list[Callable[[str], TaskFunction | None]] = []
 
 
 def register_task(task_id: str) -> Callable[[_F], _F]:
@@ -41,7 +43,18 @@ def register_task(task_id: str) -> Callable[[_F], _F]:
     return decorator
 
 
+def register_task_resolver(resolver: Callable[[str], TaskFunction | None]) -> None:
+    """Let ``resolver(task_id)`` supply the function of a task at trigger time, ahead of the
+    registry (``trigger_django.testing`` scripts a project's tasks, even built-in ids, this
+    way); it returns ``None`` to leave the task to the registry."""
+    _RESOLVERS.append(resolver)
+
+
 def registered_task(task_id: str) -> TaskFunction | None:
+    for resolver in _RESOLVERS:
+        function = resolver(task_id)
+        if function is not None:
+            return function
     return _REGISTRY.get(task_id)
 
 

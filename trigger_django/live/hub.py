@@ -345,7 +345,9 @@ class Feed:
             start += 1
             self.buffer_size -= item.size
             self.base = item.position
-        if start > 1024 and start * 2 > len(buffer):
+        # Evicted items are still referenced until the list is compacted: compact as soon as
+        # they are half of it (amortised O(1) per item, memory at most twice the window).
+        if start > 16 and start * 2 > len(buffer):
             del buffer[:start]
             start = 0
         self.buffer_start = start
