@@ -55,7 +55,7 @@ EXPECTED_STATUS = (
     '<div class="trigger-run-status" id="trigger-run-run_abc" data-trigger-live-run '
     'data-state="connecting" data-ticket="TICKET" data-run-id="run_abc" data-run-status="">\n'
     '<span class="trigger-run-status__badge" data-trigger-badge data-tone="pending" '
-    'role="status">Loading…</span>\n'
+    'aria-live="polite">Loading…</span>\n'
     '<span class="trigger-run-status__progress" data-trigger-progress-wrap hidden>'
     '<progress data-trigger-progress max="1" value="0" '
     'aria-labelledby="trigger-run-run_abc-step">0%</progress> '
@@ -76,7 +76,7 @@ def test_run_status_renders_the_state_it_was_given() -> None:
     run = a_run(status="EXECUTING", metadata={"progress": 0.4, "step": "Searching"})
     html = render_run_status(user_pk=1, run_id="run_abc", run=run)
     assert 'data-run-status="EXECUTING"' in html
-    assert 'data-tone="active" role="status">Executing</span>' in html
+    assert 'data-tone="active" aria-live="polite">Executing</span>' in html
     assert 'data-trigger-progress-wrap><progress data-trigger-progress max="1" value="0.4"' in html
     assert ">40%</progress>" in html
     assert "data-trigger-step>Searching 40%</span>" in html
@@ -88,7 +88,7 @@ def test_a_failed_run_shows_its_error_as_text() -> None:
 
     run = a_run(status="FAILED", error=RunError(message="<b>boom</b>"))
     html = render_run_status(user_pk=1, run_id="run_abc", run=run)
-    assert 'data-tone="failure" role="status">Failed</span>' in html
+    assert 'data-tone="failure" aria-live="polite">Failed</span>' in html
     assert 'role="alert">&lt;b&gt;boom&lt;/b&gt;</p>' in html
 
 
