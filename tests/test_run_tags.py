@@ -189,9 +189,11 @@ def test_the_state_at_render_time_comes_from_trigger_dev(
     run_id, _ = emulator.trigger("demo-weather-agent", {"city": "Rome", "tokens_per_second": 500})
     emulator.wait_for_status(run_id, "COMPLETED_SUCCESSFULLY", 30)
     html = render("{% run_status run_id %}", run_id=run_id)
-    assert 'data-run-status="COMPLETED"' in html and ">Completed</span>" in html
+    assert 'data-run-status="COMPLETED"' in html
+    assert ">Completed</span>" in html
     run = fetch_run(run_id)
-    assert run is not None and run.is_completed
+    assert run is not None
+    assert run.is_completed
 
 
 def test_no_fetch_from_async_code() -> None:

@@ -153,7 +153,8 @@ async def test_the_demo_badge_goes_executing_waiting_completed_with_a_progress_b
         "COMPLETED",
     ], statuses
     progress = await page.evaluate("window.__progress")
-    assert progress == sorted(progress) and progress[-1] == 1.0
+    assert progress == sorted(progress)
+    assert progress[-1] == 1.0
     # The approval form closed with its run, saying why.
     form = page.locator("form[data-trigger-input]")
     await expect(form).to_have_attribute("data-state", "sent")

@@ -70,13 +70,17 @@ async def test_a_run_subscription_shows_every_state_to_completion(upstream: Any,
     assert messages[-1] == {"type": "complete", "sub": "r1"}
     seen = states(messages)
     final = seen[-1]
-    assert final["status"] == "COMPLETED" and final["label"] == "Completed" and final["finished"]
+    assert final["status"] == "COMPLETED"
+    assert final["label"] == "Completed"
+    assert final["finished"]
     assert final["streams"] == ["openai"]
     assert final["progress"] == {"value": 1.0, "percent": 100, "step": "Done"}
     # States can be coalesced on the way (the page shows the newest), never reordered.
     values = [s["progress"]["value"] for s in seen if s["progress"]]
-    assert len(seen) >= 2 and values == sorted(values)
-    assert "payload" not in final and "output" not in final
+    assert len(seen) >= 2
+    assert values == sorted(values)
+    assert "payload" not in final
+    assert "output" not in final
     await socket.disconnect()
 
 
@@ -87,7 +91,8 @@ async def test_a_stream_ticket_does_not_open_the_run(upstream: Any, user: Any) -
     message["ticket"] = make_ticket(user_pk=user.pk, run_id=run_id, key="default")
     await socket.send_json_to(message)
     [error] = await collect(socket, until=terminal("r1"))
-    assert error["type"] == "error" and error["status"] == 403
+    assert error["type"] == "error"
+    assert error["status"] == 403
     await socket.disconnect()
 
 
@@ -167,7 +172,8 @@ async def test_a_failed_run_ends_its_streams_with_the_error_in_words(
     control(upstream, run_id, "fail", {"error": "The model went away"})
     messages = await collect(socket, until=terminal(), ack="requested", limit=30)
     error = messages[-1]
-    assert error["type"] == "error" and error["status"] == 409
+    assert error["type"] == "error"
+    assert error["status"] == 409
     assert error["message"] == f"The run {run_id} ended: failed: The model went away."
     await socket.disconnect()
 
@@ -188,7 +194,8 @@ async def test_object_parts_are_rendered_once_on_the_server_in_order(
     parts = parts_of(messages)
     kinds = ["html" if "html" in p else "text" for p in parts]
     first_html = kinds.index("html")
-    assert set(kinds[:first_html]) == {"text"} and kinds[first_html : first_html + 2] == [
+    assert set(kinds[:first_html]) == {"text"}
+    assert kinds[first_html : first_html + 2] == [
         "html",
         "html",
     ]
@@ -209,7 +216,8 @@ async def test_render_parts_needs_part_templates_in_the_ticket(upstream: Any, us
     socket = await connect(user)
     await socket.send_json_to(subscribe_message(user, run_id, render="parts"))
     [error] = await collect(socket, until=terminal())
-    assert error["status"] == 403 and "part templates" in error["message"]
+    assert error["status"] == 403
+    assert "part templates" in error["message"]
     await socket.disconnect()
 
 
