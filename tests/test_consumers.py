@@ -201,7 +201,7 @@ async def test_reads_upstream_with_a_minted_token_scoped_to_the_run_only(
     await communicator.send_json_to(subscribe_message(user, run_id))
     await collect(communicator, until=terminal())
     await communicator.disconnect()
-    reads = [r for r in upstream_requests_for(upstream, run_id) if r["method"] == "GET"]
+    reads = stream_reads_for(upstream, run_id)
     assert reads
     assert all(r["jwt_scopes"] == [f"read:runs:{run_id}"] for r in reads)
 
@@ -255,7 +255,7 @@ async def test_an_expired_upstream_token_is_re_minted_on_reconnect(
 
     assert messages[-1]["type"] == "complete"
     assert [p["chunk"] for p in parts_of(messages)] == parts
-    reads = [r for r in upstream_requests_for(upstream, run_id) if r["method"] == "GET"]
+    reads = stream_reads_for(upstream, run_id)
     statuses = [r["status"] for r in reads]
     assert 401 in statuses, f"the reconnect should have met the expired token: {statuses}"
     assert statuses[statuses.index(401) + 1] == 200

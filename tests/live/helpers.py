@@ -66,7 +66,12 @@ def upstream_requests_for(emulator: Any, run_id: str) -> list[dict[str, Any]]:
 
 
 def stream_reads_for(emulator: Any, run_id: str) -> list[dict[str, Any]]:
-    return [r for r in upstream_requests_for(emulator, run_id) if r["method"] == "GET"]
+    """Reads of the run's output streams (not of its run shape, which streams follow)."""
+    return [
+        r
+        for r in upstream_requests_for(emulator, run_id)
+        if r["method"] == "GET" and r["path"].startswith("/realtime/v1/streams/")
+    ]
 
 
 async def collect(

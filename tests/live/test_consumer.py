@@ -26,6 +26,7 @@ from tests.live.helpers import (
     parts_of,
     pool_busy,
     session_cookie,
+    stream_reads_for,
     subscribe_message,
     terminal,
     upstream_requests_for,
@@ -236,7 +237,7 @@ async def test_past_the_subscriptions_per_socket_an_in_band_429(
     assert (limited["sub"], limited["status"]) == ("extra", 429)
     assert f"At most {MAX_SUBSCRIPTIONS} subscriptions per socket" in limited["message"]
     # All 64 ride one upstream read.
-    reads = [r for r in upstream_requests_for(upstream, quiet_run) if r["method"] == "GET"]
+    reads = stream_reads_for(upstream, quiet_run)
     assert len(reads) == 1
     await communicator.disconnect()
 

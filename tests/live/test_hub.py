@@ -159,7 +159,11 @@ def append_parts(emulator: Any, run_id: str, chunks: list[str], key: str = "defa
         response.raise_for_status()
 
 
-async def test_viewers_of_one_stream_keep_their_own_idle_timeouts(upstream: Any, user: Any) -> None:
+async def test_viewers_of_one_stream_keep_their_own_idle_timeouts(
+    upstream: Any, user: Any, settings: Any
+) -> None:
+    # Idle timeouts of the hub itself: streams not following their run (FOLLOW_RUNS off).
+    settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "FOLLOW_RUNS": False}
     run_id, _ = upstream.trigger("external-writer", {})
     short, long = await connect(user), await connect(user)
     await short.send_json_to(subscribe_message(user, run_id, timeout=1))
@@ -178,7 +182,11 @@ async def test_viewers_of_one_stream_keep_their_own_idle_timeouts(upstream: Any,
     await long.disconnect()
 
 
-async def test_the_last_viewer_leaving_closes_the_upstream_read(upstream: Any, user: Any) -> None:
+async def test_the_last_viewer_leaving_closes_the_upstream_read(
+    upstream: Any, user: Any, settings: Any
+) -> None:
+    # Idle timeouts of the hub itself: streams not following their run (FOLLOW_RUNS off).
+    settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "FOLLOW_RUNS": False}
     run_id, _ = upstream.trigger("external-writer", {})
     sockets = [await connect(user) for _ in range(3)]
     for communicator in sockets:

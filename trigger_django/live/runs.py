@@ -270,53 +270,50 @@ class FollowedOutputStream(OutputStream):
         watch = watch_run(self.run_id)
         try:
             while True:
-                draining = watch.finished
-                following = not draining and watch.failure is None
-                reads = super().open(resume, DRAIN_SECONDS if draining else idle_timeout)
-                cut = False
+                finished = watch.finished
+                following = not finished and watch.failure is None
+                reads = super().open(resume, DRAIN_SECONDS if finished else idle_timeout)
                 async with contextlib.aclosing(reads):  # type: ignore[type-var]
-                    async for item in _until(reads, watch if following else None):
-                        if item is None:
-                            cut = True  # the run finished meanwhile: drain from here
-                            break
+                    async for item in _drained(reads, watch if following else None):
                         resume = item.resume
                         yield item
-                if cut:
-                    continue
-                if draining:
+                if watch.finished:
+                    # Drained: what the run wrote before its end has been read.
                     run = watch.run
                     if run is not None and run.status in _UNSUCCESSFUL:
                         raise RunEnded(run)
                     return
                 if not following or watch.run is None:
                     return  # nothing known of the run: an idle end, as without following
-                # Idle while the run still runs: read on from the cursor (or drain, if it
-                # finished in the meantime).
+                # Idle while the run still runs: read on from the cursor.
         finally:
             watch.release()
 
 
-async def _until(items: AsyncIterator[Item], watch: RunWatch | None) -> AsyncIterator[Item | None]:
-    """``items``, then ``None`` as soon as ``watch`` has ended (the read is cut there)."""
+async def _drained(items: AsyncIterator[Item], watch: RunWatch | None) -> AsyncIterator[Item]:
+    """``items`` until they end, or, once ``watch``'s run has finished, until none has come
+    for ``DRAIN_SECONDS`` (the same read drains: no second request)."""
     if watch is None:
         async for item in items:
             yield item
         return
-    ended = asyncio.ensure_future(watch.wait_finished())
+    finished = asyncio.ensure_future(watch.wait_finished())
     try:
         while True:
             step = asyncio.ensure_future(anext(items))
-            await asyncio.wait({step, ended}, return_when=asyncio.FIRST_COMPLETED)
-            if step.done():
-                try:
-                    yield step.result()
-                except StopAsyncIteration:
-                    return
-                continue
-            step.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await step
-            yield None
-            return
+            if not finished.done():
+                await asyncio.wait({step, finished}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                await asyncio.wait({step}, timeout=DRAIN_SECONDS)
+            if not step.done():
+                step.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await step
+                return
+            try:
+                item = step.result()
+            except StopAsyncIteration:
+                return
+            yield item
     finally:
-        ended.cancel()
+        finished.cancel()
