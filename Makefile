@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := tests/conformance/node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo bench lint typecheck pytest system-deps node-deps venv clean
+.PHONY: test demo bench soak lint typecheck pytest system-deps node-deps venv clean
 
 venv: $(STAMP)
 
@@ -48,8 +48,18 @@ test: venv system-deps node-deps lint typecheck pytest
 demo: venv
 	$(PY) -m example_project.demo
 
+# The client readers (bench/run.py), then the whole pipeline (bench/pipeline.py: emulator ->
+# daphne -> viewers). BENCH_ARGS is passed to the pipeline, e.g. BENCH_ARGS="--scenario 3 --quick".
+BENCH_ARGS ?=
 bench: venv node-deps
 	$(PY) -m bench.run
+	$(PY) -m bench.pipeline $(BENCH_ARGS)
+
+# The soak of `make test` (tests/e2e/test_soak.py), for SOAK_SECONDS of cycles (default 600).
+SOAK_SECONDS ?= 600
+soak: venv
+	SOAK_SECONDS=$(SOAK_SECONDS) PYTHONDEVMODE=1 $(VENV)/bin/pytest -W error::DeprecationWarning \
+		tests/e2e/test_soak.py -m soak -x -q -s $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) tests/conformance/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -60,7 +60,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     host = os.environ.get("DEMO_HOST", "127.0.0.1")
     port = int(os.environ.get("DEMO_PORT", "8000"))
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "example_project.settings"}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "example_project.settings",
+        "EXAMPLE_DEMO_LOGIN": f"{DEMO_USER} / {DEMO_PASSWORD}",
+    }
     embedded = not env.get("TRIGGER_API_URL")
     if embedded:
         # The emulator accepts whatever key it is started with; the project gets the same one.

@@ -1,17 +1,32 @@
 """Settings of the example project: SQLite, in-memory channel layer, the upstream from the
-environment variables the official SDK reads (``TRIGGER_API_URL``, ``TRIGGER_SECRET_KEY``)."""
+environment variables the official SDK reads (``TRIGGER_API_URL``, ``TRIGGER_SECRET_KEY``).
+
+``DJANGO_DEBUG=1`` (the default, for ``make demo``) allows a built-in development
+``SECRET_KEY``; with ``DJANGO_DEBUG=0`` the project refuses to start without
+``DJANGO_SECRET_KEY``.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = os.environ.get(
-    "DJANGO_SECRET_KEY", "example-project-insecure-key-change-me-0123456789"
-)
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set and DEBUG is off (DJANGO_DEBUG=0). Set "
+            "DJANGO_SECRET_KEY to a long random value, e.g. the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`; it signs sessions "
+            "and the stream tickets. For local development only, run with DJANGO_DEBUG=1."
+        )
+    # Published in the repository, so only ever used with DEBUG on.
+    SECRET_KEY = "example-project-insecure-key-for-debug-only-0123456789"
 ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 
 INSTALLED_APPS = [
@@ -72,7 +87,9 @@ if os.environ.get("REDIS_URL"):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [os.environ["REDIS_URL"]]},
+            # socket_timeout None: redis-py 8's 5 s default is shorter than channels_redis's
+            # blocking pop, which closes idle sockets with 1011 (docs/deployment.md).
+            "CONFIG": {"hosts": [{"address": os.environ["REDIS_URL"], "socket_timeout": None}]},
         }
     }
 
@@ -89,8 +106,12 @@ USE_TZ = True
 STATIC_URL = "static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Empty: trigger_django reads TRIGGER_API_URL and TRIGGER_SECRET_KEY itself.
-TRIGGER_DJANGO: dict[str, object] = {}
+# trigger_django reads TRIGGER_API_URL and TRIGGER_SECRET_KEY itself. Only the user who started
+# a run (example_project.models.AiRun) may watch or answer it.
+TRIGGER_DJANGO: dict[str, object] = {"AUTHORIZE": "example_project.permissions.owns_run"}
+
+# Set by `make demo` (example_project/demo.py): the login page then names the demo account.
+EXAMPLE_DEMO_LOGIN = os.environ.get("EXAMPLE_DEMO_LOGIN") or None
 
 LOGGING = {
     "version": 1,

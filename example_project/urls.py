@@ -12,7 +12,7 @@ from example_project import views
 urlpatterns = [
     path("", views.home, name="home"),
     path("runs/<str:run_id>/", views.run_detail, name="run"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("trigger/", include("trigger_django.urls")),
     path("admin/", admin.site.urls),

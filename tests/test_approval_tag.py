@@ -11,8 +11,9 @@ from django.core import signing
 from django.template import Context, Template, TemplateSyntaxError
 from django.test import RequestFactory
 
-from trigger_django.forms import read_idempotency_key
+from trigger_django.forms import read_idempotency_key, registered_input_form
 from trigger_django.streams import InputStream
+from trigger_django.tickets import load_ticket
 
 KEY_RE = re.compile(r'name="idempotency_key" value="([^"]+)"')
 
@@ -32,9 +33,17 @@ def render(source: str, context: dict[str, object], request=None) -> str:
     return template.render(Context(context))
 
 
+RUN_TICKET_RE = re.compile(r'data-trigger-live-run data-ticket="([^"]+)"')
+
+
 def without_key(html: str) -> tuple[str, str]:
     match = KEY_RE.search(html)
     assert match, html
+    ticket = RUN_TICKET_RE.search(html)
+    assert ticket, html
+    # The run-wide ticket of the form's run subscription (the form closes with its run).
+    assert load_ticket(ticket.group(1)).key == "*"
+    html = RUN_TICKET_RE.sub('data-trigger-live-run data-ticket="TICKET"', html)
     return KEY_RE.sub('name="idempotency_key" value="KEY"', html), match.group(1)
 
 
@@ -73,7 +82,8 @@ DEFAULT_FORM = (
     '<div class="trigger-input-actions">'
     '<button type="submit" name="approved" value="true">Approve</button>'
     '<button type="submit" name="approved" value="false">Reject</button></div>\n'
-    '<p class="trigger-input-status" role="status" data-trigger-status hidden></p>\n'
+    '<p class="trigger-input-status" role="status" data-trigger-status></p>\n'
+    '<span data-trigger-live-run data-ticket="TICKET" data-run-id="run_abc" hidden></span>\n'
     '<p class="trigger-input-error" role="alert" data-trigger-error hidden></p>\n'
     "</form>"
 )
@@ -86,7 +96,7 @@ def test_default_form_exact_html():
     html, key = without_key(html)
     assert html == DEFAULT_FORM.format(next="")
     parsed = read_idempotency_key(key, "run_abc", "approval")
-    assert parsed.form_path is None  # the view finds the default form from the stream id
+    assert parsed.form_name is None  # the view finds the default form from the stream id
     StrictHTMLChecker().check(html)
 
 
@@ -151,12 +161,13 @@ def test_input_stream_with_a_form_class_renders_its_fields_but_not_server_fields
         ' aria-describedby="id_refund_note_helptext" id="id_refund_note">'
         '<small class="helptext" id="id_refund_note_helptext">Why?</small></div>\n'
         '<div class="trigger-input-actions"><button type="submit">Send</button></div>\n'
-        '<p class="trigger-input-status" role="status" data-trigger-status hidden></p>\n'
+        '<p class="trigger-input-status" role="status" data-trigger-status></p>\n'
+        '<span data-trigger-live-run data-ticket="TICKET" data-run-id="run_abc" hidden></span>\n'
         '<p class="trigger-input-error" role="alert" data-trigger-error hidden></p>\n'
         "</form>"
     )
     assert 'name="reviewer"' not in html
-    assert read_idempotency_key(key, "run_abc", "refund").form_path == (
+    assert read_idempotency_key(key, "run_abc", "refund").form_name == (
         "tests.test_approval_tag.RefundForm"
     )
     StrictHTMLChecker().check(html)
@@ -167,6 +178,7 @@ def test_input_stream_with_a_form_class_renders_its_fields_but_not_server_fields
     [
         ("", '"approval"', "Invalid run id ''"),
         ("run_1/../x", '"approval"', "Invalid run id"),
+        ("run_1\n", '"approval"', "Invalid run id 'run_1\\n'"),
         ("run_1", '"bad key!"', "approval_form:"),
         ("run_1", "42", "needs a stream id or an input stream object"),
     ],
@@ -195,3 +207,36 @@ def test_csrf_token_comes_from_the_request_when_the_context_has_none():
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
     assert len(token) == 64
     assert _unmask_cipher_token(token) == _unmask_cipher_token(get_token(request))
+
+
+class StreamForm(forms.Form):
+    text = forms.CharField()
+
+
+class RenderedForm(forms.Form):
+    text = forms.CharField()
+
+
+def test_an_input_streams_form_is_registered_when_the_stream_is_defined():
+    # So a process that never rendered the form still accepts posts another process rendered.
+    with pytest.raises(Exception, match="not one of this server's input forms"):
+        registered_input_form(f"{__name__}.StreamForm")
+    InputStream("notes", form=StreamForm)
+    assert registered_input_form(f"{__name__}.StreamForm") is StreamForm
+
+
+def test_the_tag_registers_the_form_it_renders_and_names_it_in_the_key():
+    class Holder:  # not an InputStream: only the render registers its form
+        id = "rendered"
+        form = RenderedForm
+
+    with pytest.raises(Exception, match="not one of this server's input forms"):
+        registered_input_form(f"{__name__}.RenderedForm")
+    html = render(
+        "{% approval_form run_id stream %}",
+        {"run_id": "run_abc", "stream": Holder(), "csrf_token": "TOKEN"},
+    )
+    _, key = without_key(html)
+    name = read_idempotency_key(key, "run_abc", "rendered").form_name
+    assert name == f"{__name__}.RenderedForm"
+    assert registered_input_form(name) is RenderedForm

@@ -201,7 +201,7 @@ async def test_reads_upstream_with_a_minted_token_scoped_to_the_run_only(
     await communicator.send_json_to(subscribe_message(user, run_id))
     await collect(communicator, until=terminal())
     await communicator.disconnect()
-    reads = [r for r in upstream_requests_for(upstream, run_id) if r["method"] == "GET"]
+    reads = stream_reads_for(upstream, run_id)
     assert reads
     assert all(r["jwt_scopes"] == [f"read:runs:{run_id}"] for r in reads)
 

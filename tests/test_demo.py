@@ -61,6 +61,8 @@ def test_demo_serves_the_example_project_and_stops_on_ctrl_c(tmp_path):
         login = httpx.get(f"http://127.0.0.1:{port}/", follow_redirects=True, timeout=10)
         assert login.status_code == 200
         assert "Log in" in login.text
+        # The login page names the demo account while the demo runs.
+        assert "log in as <strong>demo / demo</strong>" in login.text
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as browser:
             page = browser.get("/login/")
             token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)

@@ -14,8 +14,9 @@ from django.contrib.messages import get_messages
 from django.core.asgi import get_asgi_application
 from django.test import AsyncClient
 from django.urls import reverse
+from django.views.debug import ExceptionReporter
 
-from trigger_django.forms import make_idempotency_key
+from trigger_django.forms import make_idempotency_key, register_input_form
 from trigger_django.signals import input_sent
 from trigger_django.upstream import aclose_http_clients
 
@@ -34,6 +35,25 @@ class RefundForm(forms.Form):
 
     def server_data(self, request):
         return {"channel": "web"}
+
+
+def is_bearer_jwt(header: str) -> bool:
+    return header.startswith("Bearer " + JWT_PREFIX)
+
+
+#: Every JWT starts with this (base64 of '{"'). Kept away from code the tracebacks show.
+JWT_PREFIX = "eyJ"
+
+
+class UnregisteredForm(forms.Form):
+    """Importable, but neither rendered by a tag, nor an InputStream's, nor in INPUT_FORMS."""
+
+    anything = forms.CharField(required=False)
+
+
+class BuggyForm(forms.Form):
+    def server_data(self, request):
+        raise ZeroDivisionError("a bug in the site's form")
 
 
 def deny_writes(user, run_id, action):
@@ -280,18 +300,16 @@ async def test_completed_run_gives_400_with_a_clear_message(emu, client):
     await asyncio.to_thread(emu.complete_run, run_id)
     response = await post_json(client, url(run_id), {"data": {"approved": True}})
     assert response.status_code == 400
-    assert response.json()["error"] == (
-        f"Run {run_id} has already finished; it no longer accepts input."
-    )
+    assert response.json()["error"] == "The run has already finished; it no longer accepts input."
 
 
 async def test_unknown_run_gives_404(emu, client):
     response = await post_json(client, url("run_doesnotexist"), {"data": {"approved": True}})
     assert response.status_code == 404
-    assert response.json()["error"] == "Run run_doesnotexist was not found on Trigger.dev."
+    assert response.json()["error"].startswith("Trigger.dev has no such run or stream")
 
 
-async def test_wrong_server_credentials_give_502_then_the_same_form_can_retry(
+async def test_wrong_server_credentials_give_503_then_the_same_form_can_retry(
     emu, client, settings
 ):
     run_id = await start_run(emu)
@@ -301,8 +319,10 @@ async def test_wrong_server_credentials_give_502_then_the_same_form_can_retry(
     refused = await post_json(
         client, url(run_id), {"data": {"approved": True}, "idempotency_key": key}
     )
-    assert refused.status_code == 502
-    assert "credentials were refused" in refused.json()["error"]
+    # Our configuration is at fault (not the browser, not Trigger.dev): 503, and it says so.
+    assert refused.status_code == 503
+    assert "refused this server's secret key" in refused.json()["error"]
+    assert "problem in this site's configuration" in refused.json()["error"]
     assert "tr_dev" not in refused.content.decode()
 
     settings.TRIGGER_DJANGO = good
@@ -480,7 +500,8 @@ async def test_next_on_another_site_is_not_followed(emu, client):
 
 async def test_the_form_named_in_the_rendered_key_validates_the_post(emu, client):
     run_id = await start_run(emu)
-    key = make_idempotency_key(run_id, "refund", f"{__name__}.RefundForm")
+    # The tag registers the form it renders (and InputStream the form it is given).
+    key = make_idempotency_key(run_id, "refund", register_input_form(RefundForm))
     accept = {"Accept": "application/json"}
     invalid = await client.post(
         url(run_id, "refund"), {"amount": "0", "idempotency_key": key}, headers=accept
@@ -511,3 +532,168 @@ async def test_input_forms_setting_chooses_the_form_for_programmatic_sends(emu, 
     assert response.status_code == 200, response.content
     [received] = emu.run(run_id)["inputs"]
     assert received["data"] == {"amount": 7, "note": "", "reviewer": "alice", "channel": "web"}
+
+
+# --- issue 10, item 10: a form key chooses among registered forms only --------------------------
+
+
+@pytest.mark.parametrize(
+    "form_name", ["django.forms.Form", f"{__name__}.UnregisteredForm", "os.system"]
+)
+async def test_a_signed_key_naming_an_unregistered_form_is_refused(emu, client, caplog, form_name):
+    # Correctly signed (as someone holding the signing key could make it): still refused,
+    # because the view looks the name up among the registered forms and imports nothing.
+    run_id = await start_run(emu)
+    key = make_idempotency_key(run_id, "approval", form_name)
+    with caplog.at_level(logging.WARNING, logger="trigger_django.input"):
+        response = await post_json(client, url(run_id), {"data": {}, "idempotency_key": key})
+    [warning] = [
+        r
+        for r in caplog.records
+        if r.name == "trigger_django.input" and r.levelno == logging.WARNING
+    ]
+    assert f"names {form_name!r}, which is not a registered input form" in warning.getMessage()
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error.startswith(f"The form this page was rendered with ({form_name!r}) is not one")
+    assert "INPUT_FORMS" in error
+    assert input_posts(emu) == []
+    assert emu.run(run_id)["inputs"] == []
+
+
+async def test_a_form_listed_in_input_forms_may_be_named_by_a_key(emu, client, settings):
+    settings.TRIGGER_DJANGO = {
+        **settings.TRIGGER_DJANGO,
+        "INPUT_FORMS": {"refund": f"{__name__}.UnregisteredForm"},
+    }
+    run_id = await start_run(emu)
+    key = make_idempotency_key(run_id, "refund", f"{__name__}.UnregisteredForm")
+    response = await post_json(
+        client, url(run_id, "refund"), {"data": {"anything": "x"}, "idempotency_key": key}
+    )
+    assert response.status_code == 200, response.content
+    assert [entry["data"] for entry in emu.run(run_id)["inputs"]] == [{"anything": "x"}]
+
+
+# --- issue 10, item 7: ids with a trailing newline ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("run_suffix", "stream_id", "message"),
+    [
+        ("\n", "approval", "Invalid run id 'run_"),
+        ("", "approval\n", "Invalid stream key 'approval\\n'"),
+    ],
+)
+async def test_ids_with_a_trailing_newline_are_a_400(emu, client, run_suffix, stream_id, message):
+    run_id = await start_run(emu)
+    target = url(run_id + run_suffix, stream_id)
+    assert "%0A" in target
+    response = await post_json(client, target, {"data": {"approved": True}})
+    assert response.status_code == 400, response.content
+    assert response.json()["error"].startswith(message)
+    assert input_posts(emu) == []
+
+
+# --- issue 10, item 11: no token on an error page -----------------------------------------------
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+async def test_an_unexpected_error_after_minting_shows_no_token_even_with_debug(
+    emu, client, settings, caplog, monkeypatch, as_json
+):
+    settings.DEBUG = True
+    run_id = await start_run(emu)
+
+    real_send = httpx.AsyncClient.send
+
+    async def broken_send(self, request, **kwargs):
+        if "/input/" not in str(request.url):  # the token claims, fetched once per process
+            return await real_send(self, request, **kwargs)
+        # A bug deep in the send: the caller's frames hold the minted token (the Authorization
+        # header, the view's locals) when this raises.
+        assert is_bearer_jwt(request.headers["Authorization"])
+        raise RuntimeError("a bug below the send")
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", broken_send)
+    with caplog.at_level(logging.ERROR, logger="trigger_django.input"):
+        if as_json:
+            response = await post_json(client, url(run_id), {"data": {"approved": True}})
+        else:
+            response = await client.post(url(run_id), {"approved": "true", "next": RUN_PAGE})
+    if as_json:
+        assert response.status_code == 500
+        error = response.json()["error"]
+    else:
+        assert response.status_code == 302
+        [error] = [str(message) for message in get_messages(response.asgi_request)]
+    assert error.startswith("A bug in this server stopped the request")
+    assert "eyJ" not in response.content.decode()
+    assert "a bug below the send" not in error
+
+    # The traceback is logged, and even Django's technical 500 page made from it (DEBUG on, so
+    # sensitive_variables hides nothing by itself) shows no token: the frames' locals are gone.
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert record.exc_info[0] is RuntimeError
+    html = ExceptionReporter(response.asgi_request, *record.exc_info).get_traceback_html()
+    assert "a bug below the send" in html
+    assert "broken_send" in html
+    assert "eyJ" not in html
+    assert input_posts(emu) == []
+
+
+# --- issue 10, item 12: one mapping, naming the party at fault ----------------------------------
+
+
+async def test_a_missing_secret_key_is_a_503_that_names_the_configuration(
+    emu, client, settings, monkeypatch
+):
+    run_id = await start_run(emu)
+    monkeypatch.delenv("TRIGGER_SECRET_KEY", raising=False)
+    settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "SECRET_KEY": None}
+    response = await post_json(client, url(run_id), {"data": {"approved": True}})
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error.startswith("No Trigger.dev secret key")
+    assert "problem in this site's configuration" in error
+    assert "Trigger.dev answered" not in error
+    assert input_posts(emu) == []
+
+
+async def test_a_bug_in_a_form_is_a_500_that_says_so(emu, client, settings):
+    settings.TRIGGER_DJANGO = {
+        **settings.TRIGGER_DJANGO,
+        "INPUT_FORMS": {"refund": f"{__name__}.BuggyForm"},
+    }
+    run_id = await start_run(emu)
+    response = await post_json(client, url(run_id, "refund"), {"data": {}})
+    assert response.status_code == 500
+    assert response.json()["error"].startswith("A bug in this server")
+    assert "Trigger.dev answered" not in response.json()["error"]
+    assert input_posts(emu) == []
+
+
+async def test_a_bad_input_forms_setting_is_a_503_that_names_the_configuration(
+    emu, client, settings
+):
+    settings.TRIGGER_DJANGO = {
+        **settings.TRIGGER_DJANGO,
+        "INPUT_FORMS": {"refund": f"{__name__}.NoSuchForm"},
+    }
+    run_id = await start_run(emu)
+    response = await post_json(client, url(run_id, "refund"), {"data": {}})
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert "cannot import form class" in error
+    assert "problem in this site's configuration" in error
+
+
+async def test_deeply_nested_json_is_a_400(emu, client):
+    response = await client.post(
+        url("run_x"),
+        '{"data": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        content_type="application/json",
+        headers={"Accept": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "The request body is nested too deeply to be read."

@@ -133,10 +133,11 @@ def test_script_ws_path_follows_the_setting() -> None:
 EXPECTED_VIEWER = (
     '<div class="trigger-stream" data-trigger-stream data-state="connecting" '
     'data-ticket="TICKET" data-run-id="run_abc123" data-key="ai-output" data-timeout="60" '
-    'data-throttle-ms="16" aria-live="polite" aria-busy="true">\n'
+    'data-throttle-ms="16">\n'
     '<p class="trigger-stream__status" data-trigger-status>Loading…</p>\n'
-    '<div class="trigger-stream__output" data-trigger-output></div>\n'
-    '<p class="trigger-stream__error" data-trigger-error role="alert" hidden></p>\n'
+    '<div class="trigger-stream__output" data-trigger-output role="log" aria-busy="true"></div>\n'
+    '<p class="trigger-stream__error" data-trigger-error hidden></p>\n'
+    '<p class="trigger-sr-only" data-trigger-announce role="status"></p>\n'
     "</div>"
 )
 
@@ -200,7 +201,7 @@ def test_viewer_options() -> None:
 def test_viewer_markdown_exact_html() -> None:
     html, _ = split_ticket(render('{% stream_viewer "run_abc123" "ai-output" render="markdown" %}'))
     assert html == EXPECTED_VIEWER.replace(
-        'data-throttle-ms="16" aria-live', 'data-throttle-ms="16" data-render="markdown" aria-live'
+        'data-throttle-ms="16">', 'data-throttle-ms="16" data-render="markdown">'
     )
 
 
@@ -244,6 +245,8 @@ def test_viewer_with_another_partial() -> None:
     [
         ('{% stream_viewer "../etc" %}', {}, "Invalid run id '../etc'"),
         ('{% stream_viewer "run_1" "a/b" %}', {}, "Invalid stream key 'a/b'"),
+        ("{% stream_viewer run_id %}", {"run_id": "run_1\n"}, "Invalid run id 'run_1\\n'"),
+        ('{% stream_viewer "run_1" key %}', {"key": "k\n"}, "Invalid stream key 'k\\n'"),
         ('{% stream_viewer "run_1" timeout=0 %}', {}, "timeout= must be between 1 and 600, got 0"),
         ('{% stream_viewer "run_1" timeout="x" %}', {}, "timeout= must be an integer, got 'x'"),
         ('{% stream_viewer "run_1" max_parts=0 %}', {}, "max_parts= must be >= 1, got 0"),

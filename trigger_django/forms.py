@@ -24,7 +24,7 @@ from typing import Any
 
 from django import forms
 from django.core import signing
-from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, QueryDict
 from django.middleware.csrf import get_token
@@ -35,7 +35,8 @@ from django.utils.module_loading import import_string
 from django.utils.safestring import SafeString
 
 from trigger_django.conf import get_config
-from trigger_django.tickets import validate_run_id, validate_stream_key
+from trigger_django.errors import ConfigurationError, RequestError
+from trigger_django.tickets import RUN_WIDE, make_ticket, validate_run_id, validate_stream_key
 
 __all__ = [
     "IDEMPOTENCY_KEY_FIELD",
@@ -45,10 +46,13 @@ __all__ = [
     "ApprovalForm",
     "IdempotencyKey",
     "InvalidIdempotencyKey",
+    "UnknownInputForm",
     "build_payload",
     "form_class_for_stream",
     "make_idempotency_key",
     "read_idempotency_key",
+    "register_input_form",
+    "registered_input_form",
     "render_approval_form",
     "safe_next_url",
     "server_values",
@@ -123,41 +127,88 @@ class ApprovalForm(forms.Form):
 
 
 # --- Which form a stream uses -------------------------------------------------------------------
+#
+# A rendered form's signed key names the form class that validates its post. The name is looked
+# up in a registry, never imported: even with the signing key, a request can only choose among
+# the forms this server registered (the ``INPUT_FORMS`` setting, every ``InputStream``'s form,
+# and every form ``{% approval_form %}`` rendered), not any importable class.
+
+#: Registry name -> form class. Names are ``module.QualName``, the same in every process.
+_input_forms: dict[str, type[forms.BaseForm]] = {}
+
+
+class UnknownInputForm(RequestError):
+    """A form key names a form that is not one of this server's input forms (400)."""
 
 
 def _import_form_class(path: str, origin: str) -> type[forms.BaseForm]:
+    """Import a form class named by the *settings* or a template (never by a request)."""
     try:
         form_class = import_string(path)
     except ImportError as exc:
-        raise ImproperlyConfigured(f"{origin}: cannot import form class {path!r} ({exc}).") from exc
+        raise ConfigurationError(f"{origin}: cannot import form class {path!r} ({exc}).") from exc
     if not (isinstance(form_class, type) and issubclass(form_class, forms.BaseForm)):
-        raise ImproperlyConfigured(f"{origin}: {path!r} is not a django.forms.Form subclass.")
+        raise ConfigurationError(f"{origin}: {path!r} is not a django.forms.Form subclass.")
     return form_class
 
 
 def form_class_path(form_class: type[forms.BaseForm]) -> str:
-    """The dotted path the send view re-imports ``form_class`` from (it must be module level)."""
+    """The registry name of ``form_class``: its dotted path (it must be module level, so that
+    every server process knows it under the same name)."""
     path = f"{form_class.__module__}.{form_class.__qualname__}"
     try:
         importable = import_string(path) is form_class
     except ImportError:
         importable = False
     if not importable:
-        raise ImproperlyConfigured(
-            f"Input form {form_class.__qualname__} must be defined at module level so the send "
-            f"view can import it as {path!r}."
+        raise ConfigurationError(
+            f"Input form {form_class.__qualname__} must be defined at module level so that "
+            f"every server process knows it as {path!r}."
         )
     return path
+
+
+def register_input_form(form_class: type[forms.BaseForm]) -> str:
+    """Let rendered forms' keys name ``form_class``; returns its registry name.
+
+    ``InputStream(..., form=...)`` and ``{% approval_form %}`` call this; call it yourself (at
+    import time) for a form you pass to the tag in an object of your own, when several server
+    processes answer posts, or list the form in ``TRIGGER_DJANGO["INPUT_FORMS"]``.
+    """
+    if not (isinstance(form_class, type) and issubclass(form_class, forms.BaseForm)):
+        raise ConfigurationError(f"{form_class!r} is not a django.forms.Form subclass.")
+    name = form_class_path(form_class)
+    _input_forms[name] = form_class
+    return name
+
+
+def registered_input_form(name: str) -> type[forms.BaseForm]:
+    """The input form registered as ``name`` (a form key's choice), or :class:`UnknownInputForm`.
+
+    Looks in the registry and in ``INPUT_FORMS``; never imports what the name says."""
+    form_class = _input_forms.get(name)
+    if form_class is not None:
+        return form_class
+    for stream_id, path in get_config().input_forms.items():
+        if path == name:
+            return form_class_for_stream(stream_id)
+    raise UnknownInputForm(
+        f"The form this page was rendered with ({name!r}) is not one of this server's input "
+        "forms; reload the page. (Site administrators: list it in "
+        "TRIGGER_DJANGO['INPUT_FORMS'], or define its InputStream in a module every server "
+        "process imports.)"
+    )
 
 
 def form_class_for_stream(
     stream_id: str, form: type[forms.BaseForm] | str | None = None
 ) -> type[forms.BaseForm]:
-    """The form for ``stream_id``: ``form`` if given, else ``TRIGGER_DJANGO["INPUT_FORMS"]``,
-    else :class:`ApprovalForm`."""
+    """The form for ``stream_id``: ``form`` if given (a class, or a dotted path written in the
+    code or a template, never one from a request), else ``TRIGGER_DJANGO["INPUT_FORMS"]``, else
+    :class:`ApprovalForm`."""
     if isinstance(form, type):
         if not issubclass(form, forms.BaseForm):
-            raise ImproperlyConfigured(f"{form!r} is not a django.forms.Form subclass.")
+            raise ConfigurationError(f"{form!r} is not a django.forms.Form subclass.")
         return form
     if isinstance(form, str):
         return _import_form_class(form, f"Input stream {stream_id!r}")
@@ -165,6 +216,9 @@ def form_class_for_stream(
     if path:
         return _import_form_class(path, f'TRIGGER_DJANGO["INPUT_FORMS"][{stream_id!r}]')
     return ApprovalForm
+
+
+register_input_form(ApprovalForm)
 
 
 def submit_buttons(form_class: type[forms.BaseForm]) -> tuple[SubmitButton, ...]:
@@ -222,8 +276,9 @@ def success_message(form: forms.BaseForm) -> str:
 # --- Idempotency keys ---------------------------------------------------------------------------
 
 
-class InvalidIdempotencyKey(Exception):
-    """The key was not made by this server, was made for another run or stream, or expired."""
+class InvalidIdempotencyKey(RequestError):
+    """The key was not made by this server, was made for another run or stream, or expired
+    (400)."""
 
 
 @dataclass(frozen=True)
@@ -231,12 +286,15 @@ class IdempotencyKey:
     nonce: str
     run_id: str
     stream_id: str
-    form_path: str | None
+    #: The registry name of the form the page showed (:func:`registered_input_form`), or
+    #: ``None`` for the stream's own form (``INPUT_FORMS`` or the default).
+    form_name: str | None
 
 
-def make_idempotency_key(run_id: str, stream_id: str, form_path: str | None = None) -> str:
-    """A signed, random, per-render key binding one form to one run and stream (and form class)."""
-    value = {"n": secrets.token_urlsafe(16), "r": run_id, "s": stream_id, "f": form_path}
+def make_idempotency_key(run_id: str, stream_id: str, form_name: str | None = None) -> str:
+    """A signed, random, per-render key binding one form to one run and stream (and to the
+    registry name of its form class)."""
+    value = {"n": secrets.token_urlsafe(16), "r": run_id, "s": stream_id, "f": form_name}
     return signing.dumps(value, salt=_KEY_SALT)
 
 
@@ -251,11 +309,14 @@ def read_idempotency_key(key: str, run_id: str, stream_id: str) -> IdempotencyKe
         raise InvalidIdempotencyKey("The form's idempotency key is not valid.") from exc
     if not isinstance(value, dict) or value.get("r") != run_id or value.get("s") != stream_id:
         raise InvalidIdempotencyKey("The form's idempotency key belongs to another run or stream.")
+    form_name = value.get("f") or None
+    if form_name is not None and not isinstance(form_name, str):
+        raise InvalidIdempotencyKey("The form's idempotency key is not valid.")
     return IdempotencyKey(
         nonce=str(value.get("n")),
         run_id=run_id,
         stream_id=stream_id,
-        form_path=value.get("f") or None,
+        form_name=form_name,
     )
 
 
@@ -271,6 +332,11 @@ def safe_next_url(request: HttpRequest | None, candidate: str | None) -> str | N
     ):
         return candidate
     return None
+
+
+def _user_pk(request: HttpRequest | None) -> object:
+    user = getattr(request, "user", None)
+    return user.pk if user is not None and user.is_authenticated else None
 
 
 def render_approval_form(
@@ -293,9 +359,9 @@ def render_approval_form(
     run_id = validate_run_id(run_id)
     stream_id = validate_stream_key(stream_id)
     form_class = form_class_for_stream(stream_id, form_spec)
-    # Only a form chosen in the template needs to travel with the post; the others the view
-    # finds again from INPUT_FORMS.
-    form_path = form_class_path(form_class) if form_spec is not None else None
+    # Only a form chosen in the template needs to travel with the post (by its registry name);
+    # the others the view finds again from INPUT_FORMS.
+    form_name = register_input_form(form_class) if form_spec is not None else None
 
     form = form_class(auto_id=f"id_{stream_id}_%s")
     button_fields = {name for name, _, _ in submit_buttons(form_class) if name}
@@ -313,7 +379,9 @@ def render_approval_form(
         "next": safe_next_url(request, next_url) or safe_next_url(request, here) or "",
         "next_field": NEXT_FIELD,
         "key_field": IDEMPOTENCY_KEY_FIELD,
-        "idempotency_key": make_idempotency_key(run_id, stream_id, form_path),
+        "idempotency_key": make_idempotency_key(run_id, stream_id, form_name),
+        # The form follows its run (trigger-django.js): closed once the run has finished.
+        "run_ticket": make_ticket(user_pk=_user_pk(request), run_id=run_id, key=RUN_WIDE),
     }
     if csrf_token is None and request is not None:
         csrf_token = get_token(request)

@@ -18,9 +18,12 @@ from django.utils.module_loading import import_string
 
 from trigger_django.client import InvalidTokenError, decode_public_token
 from trigger_django.conf import get_config
+from trigger_django.errors import RequestError
 
 __all__ = [
+    "RUN_WIDE",
     "TICKET_SALT",
+    "InvalidIdentifier",
     "Ticket",
     "TicketError",
     "check_authorized",
@@ -33,15 +36,21 @@ __all__ = [
 
 TICKET_SALT = "trigger_django.stream-ticket.v1"
 
-# Run ids are friendly ids (`run_…`); stream keys go into the upstream URL path unencoded,
-# so neither may contain `/` or anything else that would change the path.
-_RUN_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-_STREAM_KEY_RE = re.compile(r"^[A-Za-z0-9_.:$-]{1,256}$")
+# Run ids are friendly ids (`run_…`); stream keys go into the upstream URL path, so neither may
+# contain `/` or anything else that would change the path. Always matched with `fullmatch`:
+# `$` also matches before a trailing newline, and `run_1\n` is not a run id.
+_RUN_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_STREAM_KEY_RE = re.compile(r"[A-Za-z0-9_.:$-]{1,256}")
+
+
+class InvalidIdentifier(RequestError, ValueError):
+    """A run id or stream key that is not one (400). Also a ``ValueError``."""
 
 
 def validate_run_id(run_id: object) -> str:
-    if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
-        raise ValueError(
+    """``run_id`` if it is a well-formed run id, else :class:`InvalidIdentifier`."""
+    if not isinstance(run_id, str) or not _RUN_ID_RE.fullmatch(run_id):
+        raise InvalidIdentifier(
             f"Invalid run id {run_id!r}: expected a Trigger.dev run id such as 'run_abc123' "
             "(letters, digits, '_' and '-')."
         )
@@ -49,13 +58,20 @@ def validate_run_id(run_id: object) -> str:
 
 
 def validate_stream_key(key: object) -> str:
+    """``key`` if it is a well-formed stream key (output or input stream id), else
+    :class:`InvalidIdentifier`."""
     # "." would be collapsed out of the URL path by the HTTP client ("/streams/run_1/.").
-    if not isinstance(key, str) or not _STREAM_KEY_RE.match(key) or ".." in key or key == ".":
-        raise ValueError(
+    if not isinstance(key, str) or not _STREAM_KEY_RE.fullmatch(key) or ".." in key or key == ".":
+        raise InvalidIdentifier(
             f"Invalid stream key {key!r}: use letters, digits and '_', '-', '.', ':', '$' "
             "(no '/', no '..')."
         )
     return key
+
+
+#: The ``key`` of a run-wide ticket (``{% run_status %}``, ``{% run_viewer %}``): the run's
+#: state and every stream of the run. No stream key can be ``*``.
+RUN_WIDE = "*"
 
 
 @dataclass(frozen=True)
@@ -64,25 +80,48 @@ class Ticket:
     run_id: str
     key: str
     access_token: str | None
+    #: Part-template directories by stream key (``"*"``: every stream), chosen by the template
+    #: that rendered the page and signed with it, so a page cannot pick other templates.
+    part_templates: dict[str, str] | None = None
+
+    def allows_stream(self, key: str) -> bool:
+        return self.key == key or self.key == RUN_WIDE
+
+    def part_templates_for(self, key: str) -> str | None:
+        if not self.part_templates:
+            return None
+        return self.part_templates.get(key) or self.part_templates.get(RUN_WIDE)
 
 
-class TicketError(Exception):
-    """A ticket that must not be honoured; ``reason`` is ``"expired"`` or ``"invalid"``."""
+class TicketError(RequestError):
+    """A ticket that must not be honoured (401); ``reason`` is ``"expired"`` or ``"invalid"``."""
+
+    status = 401
 
     def __init__(self, reason: Literal["expired", "invalid"], message: str) -> None:
         super().__init__(message)
         self.reason = reason
 
 
-def make_ticket(*, user_pk: object, run_id: str, key: str, access_token: str | None = None) -> str:
-    """Sign a ticket that lets ``user_pk`` read ``run_id``/``key`` for ``TICKET_MAX_AGE`` s."""
-    payload = {
+def make_ticket(
+    *,
+    user_pk: object,
+    run_id: str,
+    key: str,
+    access_token: str | None = None,
+    part_templates: dict[str, str] | None = None,
+) -> str:
+    """Sign a ticket that lets ``user_pk`` read ``run_id``/``key`` for ``TICKET_MAX_AGE`` s
+    (``key`` :data:`RUN_WIDE`: the run's state and all its streams)."""
+    payload: dict[str, Any] = {
         "u": None if user_pk is None else str(user_pk),
         "r": validate_run_id(run_id),
-        "k": validate_stream_key(key),
+        "k": _ticket_key(key),
     }
     if access_token is not None:
         payload["t"] = access_token
+    if part_templates:
+        payload["p"] = dict(part_templates)
     return signing.dumps(payload, salt=TICKET_SALT, compress=True)
 
 
@@ -105,11 +144,26 @@ def load_ticket(ticket: object, *, max_age: int | None = None) -> Ticket:
         return Ticket(
             user_pk=payload["u"],
             run_id=validate_run_id(payload["r"]),
-            key=validate_stream_key(payload["k"]),
+            key=_ticket_key(payload["k"]),
             access_token=payload.get("t"),
+            part_templates=_part_templates(payload.get("p")),
         )
     except (KeyError, ValueError) as exc:
         raise TicketError("invalid", "The subscription ticket is not valid.") from exc
+
+
+def _ticket_key(key: object) -> str:
+    return RUN_WIDE if key == RUN_WIDE else validate_stream_key(key)
+
+
+def _part_templates(value: object) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError("part templates must map stream keys to template directories")
+    return value
 
 
 def token_claims(token: str) -> dict[str, Any] | None:

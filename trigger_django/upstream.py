@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 
 import httpx
 
-from trigger_django.client import TriggerClient, TriggerError, sign_public_token
+from trigger_django.client import APIStatusError, TriggerClient, TriggerError, sign_public_token
 from trigger_django.conf import get_config
+from trigger_django.errors import ConfigurationError
 
 __all__ = ["aclose_http_clients", "get_client", "get_http_client", "mint_public_token"]
 
@@ -28,8 +29,12 @@ _subject_lock: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock
 )
 
 
-class UpstreamConfigurationError(RuntimeError):
-    """The Trigger.dev secret key is missing, so nothing can be minted or read."""
+class UpstreamConfigurationError(ConfigurationError, TriggerError):
+    """The Trigger.dev secret key is missing or refused, so nothing can be minted or read.
+
+    A :class:`~trigger_django.errors.ConfigurationError` (503, the site's configuration is at
+    fault) that is also a :class:`~trigger_django.client.TriggerError`, so code catching the
+    client's errors catches it too."""
 
 
 def get_http_client() -> httpx.AsyncClient:
@@ -84,10 +89,12 @@ async def _subject(api_url: str, secret_key: str) -> str:
         if cache_key not in _subject_by_key:
             try:
                 claims = await get_client().jwt_claims()
-            except TriggerError as exc:
+            except APIStatusError as exc:
+                # Trigger.dev answered, and refused the key (or the URL is not its API). An
+                # unreachable Trigger.dev is not a configuration problem: that error propagates.
                 raise UpstreamConfigurationError(
-                    f"Could not fetch the token claims from Trigger.dev ({exc}); "
-                    "check the secret key and the API URL."
+                    f"Trigger.dev refused this server's secret key ({exc}); check "
+                    "TRIGGER_DJANGO['SECRET_KEY'] (or TRIGGER_SECRET_KEY) and the API URL."
                 ) from exc
             _subject_by_key[cache_key] = str(claims["sub"])
     return _subject_by_key[cache_key]

@@ -1,4 +1,10 @@
-"""HTTP views of trigger_django."""
+"""HTTP views of trigger_django.
+
+Every failure is answered through :func:`trigger_django.errors.describe` (one status and one
+message per kind of error, naming the party at fault) and logged by
+:func:`trigger_django.errors.log_failure`, which clears the traceback's local variables first:
+no debug page, log handler or error tracker ever sees a token minted here.
+"""
 
 from __future__ import annotations
 
@@ -16,35 +22,30 @@ from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
-from trigger_django.client import (
-    APIStatusError,
-    AuthenticationError,
-    BadRequestError,
-    NotFoundError,
-    PayloadTooLargeError,
-    PermissionDeniedError,
-    RunCompletedError,
-    TriggerError,
-)
 from trigger_django.conf import get_config
+from trigger_django.errors import RequestError, TriggerDjangoError, describe, log_failure
 from trigger_django.forms import (
     IDEMPOTENCY_KEY_FIELD,
     IDEMPOTENCY_KEY_MAX_AGE,
     NEXT_FIELD,
-    InvalidIdempotencyKey,
+    UnknownInputForm,
     build_payload,
     form_class_for_stream,
     read_idempotency_key,
+    registered_input_form,
     safe_next_url,
     success_message,
 )
 from trigger_django.signals import input_sent
 from trigger_django.tickets import check_authorized, validate_run_id, validate_stream_key
-from trigger_django.upstream import UpstreamConfigurationError, get_client, mint_public_token
+from trigger_django.upstream import get_client, mint_public_token
 
 __all__ = ["send_input_view", "token_view"]
+
+logger = logging.getLogger("trigger_django.views")
 
 
 def _wants_html(request: HttpRequest) -> bool:
@@ -52,12 +53,14 @@ def _wants_html(request: HttpRequest) -> bool:
 
 
 @require_POST
+@sensitive_variables("token")
 async def token_view(request: HttpRequest, run_id: str) -> HttpResponse:
     """Mint a public access token that can read one run (``read:runs:<run_id>``), for pages
     that use the official JS client instead of the template tags.
 
     ``POST``, CSRF-protected (send ``X-CSRFToken``), login required, and the ``AUTHORIZE`` hook
-    must allow ``read``. Answers ``{"token": "...", "expiresAt": <epoch seconds>}``.
+    must allow ``read``. Answers ``{"token": "...", "expiresAt": <epoch seconds>}``, or
+    ``{"error": "..."}`` with the status :func:`~trigger_django.errors.describe` gives.
     """
     user = await request.auser()
     if not user.is_authenticated:
@@ -66,15 +69,16 @@ async def token_view(request: HttpRequest, run_id: str) -> HttpResponse:
         return JsonResponse({"error": "Authentication required."}, status=401)
     try:
         validate_run_id(run_id)
-    except ValueError as exc:
-        return JsonResponse({"error": str(exc)}, status=400)
-    if not await check_authorized(user, run_id, "read"):
-        return JsonResponse({"error": f"You may not read run {run_id}."}, status=403)
-    try:
+        if not await check_authorized(user, run_id, "read"):
+            raise RequestError(f"You may not read run {run_id}.", status=403)
         token, expires_at = await mint_public_token([f"read:runs:{run_id}"])
-    except UpstreamConfigurationError as exc:
-        return JsonResponse({"error": str(exc)}, status=503)
-    response = JsonResponse({"token": token, "expiresAt": expires_at})
+        response = JsonResponse({"token": token, "expiresAt": expires_at})
+    except Exception as exc:
+        error = describe(exc)
+        log_failure(logger, exc, error)
+        return JsonResponse({"error": error.message}, status=error.status)
+    finally:
+        token = ""  # not left in a frame that a traceback keeps alive
     response["Cache-Control"] = "no-store"
     return response
 
@@ -87,18 +91,6 @@ input_logger = logging.getLogger("trigger_django.input")
 _ENVELOPE_BYTES = 8 * 1024
 
 
-class _SendFailure(Exception):
-    """Ends the send view with ``status`` and a message for the person who pressed the button."""
-
-    def __init__(
-        self, status: int, message: str, fields: dict[str, list[str]] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.fields = fields
-
-
 def _wants_json(request: HttpRequest) -> bool:
     if request.content_type == "application/json":
         return True
@@ -109,13 +101,14 @@ def _wants_json(request: HttpRequest) -> bool:
 def _check_body_size(request: HttpRequest) -> bytes:
     """The request body, or 413 when it is over the input limit (checked before it is read)."""
     limit = get_config().max_input_bytes + _ENVELOPE_BYTES
-    too_big = _SendFailure(
-        413, f"The input is too large: at most {get_config().max_input_bytes} bytes are accepted."
+    too_big = RequestError(
+        f"The input is too large: at most {get_config().max_input_bytes} bytes are accepted.",
+        status=413,
     )
     try:
         declared = int(request.headers.get("Content-Length") or 0)
     except ValueError:
-        raise _SendFailure(400, "The Content-Length header is not a number.") from None
+        raise RequestError("The Content-Length header is not a number.") from None
     if declared > limit:
         raise too_big
     try:
@@ -149,45 +142,23 @@ def _read_input(
         try:
             post = request.POST
         except (TooManyFieldsSent, RequestDataTooBig) as exc:
-            raise _SendFailure(400, f"The form could not be read: {exc}") from None
+            raise RequestError(f"The form could not be read: {exc}") from None
         return post, post.get(IDEMPOTENCY_KEY_FIELD) or None, post.get(NEXT_FIELD) or None
     try:
         document = json.loads(body)
     except ValueError:
-        raise _SendFailure(400, "The request body is not valid JSON.") from None
+        raise RequestError("The request body is not valid JSON.") from None
+    except RecursionError:
+        raise RequestError("The request body is nested too deeply to be read.") from None
     if not isinstance(document, dict) or not isinstance(document.get("data"), dict):
-        raise _SendFailure(
-            400,
-            'Send a JSON object of the form {"data": {...}}, with the input\'s fields in "data".',
+        raise RequestError(
+            'Send a JSON object of the form {"data": {...}}, with the input\'s fields in "data".'
         )
     key = document.get(IDEMPOTENCY_KEY_FIELD) or request.headers.get("Idempotency-Key") or None
     if key is not None and not isinstance(key, str):
-        raise _SendFailure(400, f'"{IDEMPOTENCY_KEY_FIELD}" must be the string the form carried.')
+        raise RequestError(f'"{IDEMPOTENCY_KEY_FIELD}" must be the string the form carried.')
     next_url = document.get(NEXT_FIELD)
     return document["data"], key, next_url if isinstance(next_url, str) else None
-
-
-def _upstream_failure(exc: Exception, run_id: str, stream_id: str) -> _SendFailure:
-    """A clear message and status for what Trigger.dev (or the way to it) answered."""
-    if isinstance(exc, RunCompletedError):
-        return _SendFailure(400, f"Run {run_id} has already finished; it no longer accepts input.")
-    if isinstance(exc, NotFoundError):
-        return _SendFailure(404, f"Run {run_id} was not found on Trigger.dev.")
-    if isinstance(exc, PayloadTooLargeError):
-        return _SendFailure(413, "Trigger.dev refused the input as too large (the limit is 1 MiB).")
-    if isinstance(exc, AuthenticationError | PermissionDeniedError | UpstreamConfigurationError):
-        input_logger.error("Trigger.dev refused the server's credentials: %s", exc)
-        return _SendFailure(
-            502,
-            "This server's Trigger.dev credentials were refused, so the input could not be sent. "
-            "The site's administrators must fix the Trigger.dev secret key.",
-        )
-    if isinstance(exc, BadRequestError):
-        return _SendFailure(400, f"Trigger.dev refused the input: {exc.message or 'bad request'}.")
-    if isinstance(exc, APIStatusError):
-        return _SendFailure(502, f"Trigger.dev answered {exc.status}: {exc.message or 'error'}.")
-    input_logger.warning("Sending to %s of run %s failed: %s", stream_id, run_id, exc)
-    return _SendFailure(503, "Trigger.dev could not be reached; try again in a moment.")
 
 
 def _back_to(request: HttpRequest, next_url: str | None) -> str:
@@ -200,6 +171,7 @@ def _back_to(request: HttpRequest, next_url: str | None) -> str:
 
 @csrf_exempt  # CSRF is checked in the view, after the size limit (see _check_csrf)
 @require_POST
+@sensitive_post_parameters("csrfmiddlewaretoken", IDEMPOTENCY_KEY_FIELD)
 async def send_input_view(request: HttpRequest, run_id: str, stream_id: str) -> HttpResponse:
     """Send input to ``stream_id`` of ``run_id``: what ``{% approval_form %}`` posts to.
 
@@ -207,7 +179,8 @@ async def send_input_view(request: HttpRequest, run_id: str, stream_id: str) -> 
     Django message) or ``application/json`` ``{"data": {...}}`` (answers JSON). Login, CSRF and
     the ``AUTHORIZE`` hook (action ``"write"``) are required; the payload is validated by the
     stream's form, server fields are filled from ``request.user``, and a form's idempotency key
-    sends at most once.
+    sends at most once. Every failure, an unexpected one too, is answered with the status and
+    message :func:`~trigger_django.errors.describe` gives.
     """
     wants_json = _wants_json(request)
     next_url: str | None = None
@@ -224,26 +197,26 @@ async def send_input_view(request: HttpRequest, run_id: str, stream_id: str) -> 
                 return JsonResponse({"error": "Log in to send input to a run."}, status=401)
             return redirect_to_login(_back_to(request, next_url))
         request.user = user  # server fields read it; no second lazy lookup in a thread
-        try:
-            validate_run_id(run_id)
-            validate_stream_key(stream_id)
-        except ValueError as exc:
-            raise _SendFailure(400, str(exc)) from None
+        validate_run_id(run_id)
+        validate_stream_key(stream_id)
         if not await check_authorized(user, run_id, "write"):
-            raise _SendFailure(403, f"You may not send input to run {run_id}.")
+            raise RequestError(f"You may not send input to run {run_id}.", status=403)
         response = await _send_input(request, run_id, stream_id, client_data, key)
-    except _SendFailure as failure:
+    except Exception as exc:
+        error = describe(exc)
+        log_failure(input_logger, exc, error)
+        fields = exc.fields if isinstance(exc, TriggerDjangoError) else None
         if wants_json:
-            content: dict[str, Any] = {"ok": False, "error": failure.message}
-            if failure.fields is not None:
-                content["fields"] = failure.fields
-            return JsonResponse(content, status=failure.status)
-        error = failure.message
-        if failure.fields:
-            error += " " + " ".join(
-                f"{name}: {' '.join(messages_)}" for name, messages_ in failure.fields.items()
+            content: dict[str, Any] = {"ok": False, "error": error.message}
+            if fields is not None:
+                content["fields"] = fields
+            return JsonResponse(content, status=error.status)
+        text = error.message
+        if fields:
+            text += " " + " ".join(
+                f"{name}: {' '.join(messages_)}" for name, messages_ in fields.items()
             )
-        messages.error(request, error)
+        messages.error(request, text)
         return HttpResponseRedirect(_back_to(request, next_url))
     if wants_json:
         return JsonResponse(response)
@@ -269,10 +242,21 @@ async def _claim_idempotency_key(cache_key: str) -> dict[str, Any] | None:
         if isinstance(earlier, dict):
             return earlier
         if asyncio.get_running_loop().time() > deadline:
-            raise _SendFailure(
-                409, "This form is already being sent; reload the page in a moment to see it."
+            raise RequestError(
+                "This form is already being sent; reload the page in a moment to see it.",
+                status=409,
             )
         await asyncio.sleep(_DUPLICATE_POLL_SECONDS)
+
+
+@sensitive_variables("token")
+async def _forward(run_id: str, stream_id: str, payload: dict[str, Any]) -> None:
+    """Mint a token that can write this run's input streams (60 s) and send ``payload``."""
+    token, _ = await mint_public_token([f"write:inputStreams:{run_id}"], ttl=60)
+    try:
+        await get_client(access_token=token).send_input(run_id, stream_id, payload)
+    finally:
+        token = ""  # not left in a frame that a traceback keeps alive
 
 
 async def _send_input(
@@ -283,30 +267,43 @@ async def _send_input(
     key: str | None,
 ) -> dict[str, Any]:
     nonce: str | None = None
-    form_path: str | None = None
+    form_name: str | None = None
     if key is not None:
-        try:
-            parsed = read_idempotency_key(key, run_id, stream_id)
-        except InvalidIdempotencyKey as exc:
-            raise _SendFailure(400, str(exc)) from None
-        nonce, form_path = parsed.nonce, parsed.form_path
+        parsed = read_idempotency_key(key, run_id, stream_id)
+        nonce, form_name = parsed.nonce, parsed.form_name
     if key is None and stream_id not in get_config().input_forms:
         # Without the rendered form's signed key the client would choose the validation (the
         # default form instead of the page's): the server must name the form for this stream.
-        raise _SendFailure(
-            400,
+        raise RequestError(
             f"Sends to input stream {stream_id!r} need the rendered form's idempotency_key, or "
-            f"the stream listed in TRIGGER_DJANGO['INPUT_FORMS'] for programmatic sends.",
+            f"the stream listed in TRIGGER_DJANGO['INPUT_FORMS'] for programmatic sends."
         )
-    form_class = form_class_for_stream(stream_id, form_path)
+    if form_name is None:
+        form_class = form_class_for_stream(stream_id)
+    else:
+        # Only a registered form: the key names one, it never makes the server import a path.
+        try:
+            form_class = registered_input_form(form_name)
+        except UnknownInputForm:
+            input_logger.warning(
+                "A form key for stream %r of run %s names %r, which is not a registered input "
+                "form: a forged key, or a form this process has not registered (list it in "
+                "INPUT_FORMS or define its InputStream at import time).",
+                stream_id,
+                run_id,
+                form_name,
+            )
+            raise
     # Forms may touch the database (ModelChoiceField, server_data): validate in a thread.
     form, payload = await sync_to_async(build_payload)(form_class, client_data, request)
     if payload is None:
         fields = {name: [str(error) for error in errors] for name, errors in form.errors.items()}
-        raise _SendFailure(400, "The input is not valid.", fields)
+        raise RequestError("The input is not valid.", fields=fields)
     limit = get_config().max_input_bytes
     if len(json.dumps({"data": payload}, separators=(",", ":")).encode()) > limit:
-        raise _SendFailure(413, f"The input is too large: at most {limit} bytes are accepted.")
+        raise RequestError(
+            f"The input is too large: at most {limit} bytes are accepted.", status=413
+        )
 
     message = success_message(form)
     result = {"ok": True, "message": message, "runId": run_id, "streamId": stream_id}
@@ -321,15 +318,12 @@ async def _send_input(
             return {**result, **earlier, "duplicate": True}
 
     try:
-        token, _ = await mint_public_token([f"write:inputStreams:{run_id}"], ttl=60)
-        await get_client(access_token=token).send_input(run_id, stream_id, payload)
-    except BaseException as exc:
+        await _forward(run_id, stream_id, payload)
+    except BaseException:
         # Not sent (an upstream error, or the request was cancelled): release the key so the
         # same form can try again instead of waiting for a send that will never finish.
         if nonce is not None:
             await asyncio.shield(cache.adelete(cache_key))
-        if isinstance(exc, TriggerError | UpstreamConfigurationError):
-            raise _upstream_failure(exc, run_id, stream_id) from exc
         raise
     if nonce is not None:
         sent = {"message": message, "data": payload}

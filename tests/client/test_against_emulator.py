@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import random
 
 import pytest
 
@@ -203,3 +206,123 @@ async def test_public_token_reads_the_stream(upstream, client):
     async with TriggerClient(upstream.url, access_token=token) as reader:
         chunks = [p.chunk async for p in reader.read_stream(run_id, timeout_seconds=1)]
     assert chunks == ["secret part"]
+
+
+# -- cancellation never leaks a pooled connection (issue 10 item 1, encode/httpcore#1093) -----
+
+
+async def _settled_pool(client: TriggerClient) -> list:
+    # Every abandoned send has finished and closed its response: the pool is in its final state.
+    async with asyncio.timeout(60):
+        await client.wait_abandoned()
+    return _pool_connections(client)
+
+
+async def _cancel_after(coro_factory, delay: float) -> None:
+    task = asyncio.create_task(coro_factory())
+    # 0: cancelled before its first step, or right inside send.
+    await asyncio.sleep(delay)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+@pytest.mark.parametrize("max_connections", [1000, 3])
+async def test_cancelled_reads_at_random_points_return_their_connections(upstream, max_connections):
+    rng = random.Random(1093)
+    # One run keeps streaming slowly (reads are cancelled while iterating), one is long idle
+    # (cancelled waiting for the first part).
+    slow_run, _ = upstream.trigger("echo-parts", {"parts": list(range(100)), "delay_ms": 2})
+    idle_run, _ = upstream.trigger("echo-parts", {"parts": ["x"], "delay_ms": 600_000})
+    async with TriggerClient(
+        upstream.url,
+        secret_key=TEST_TRIGGER_SECRET_KEY,
+        retry_sleep=RecordingSleep(),
+        max_connections=max_connections,
+    ) as client:
+        # An idle keep-alive connection of an ordinary call, which must stay as it is.
+        assert await client.send_input(idle_run, "approval", {"ok": True}) == {"ok": True}
+        idle_before = len(_pool_connections(client))
+        assert idle_before == 1
+
+        def reader(run_id: str):
+            async def read() -> None:
+                async for _ in client.read_stream(run_id, timeout_seconds=60):
+                    pass
+
+            return read
+
+        cancellations = 0
+        for _round in range(40 if max_connections > 3 else 20):
+            delays = [
+                rng.choice([0.0, rng.uniform(0, 0.003), rng.uniform(0, 0.03)]) for _ in range(50)
+            ]
+            # Concurrent, so that (with 3 connections) requests queue for the pool as well.
+            await asyncio.gather(
+                *(
+                    _cancel_after(reader(slow_run if i % 2 else idle_run), delay)
+                    for i, delay in enumerate(delays)
+                )
+            )
+            cancellations += len(delays)
+        assert cancellations >= 1000
+        connections = await _settled_pool(client)
+        assert len(connections) <= idle_before
+        assert all(connection.is_idle() for connection in connections)
+        # The pool still serves: a new read and an ordinary call both work.
+        done_run = echo_run(upstream, ["after", "churn"])
+        chunks = [part.chunk async for part in client.read_stream(done_run, timeout_seconds=1)]
+        assert chunks == ["after", "churn"]
+        assert await client.send_input(idle_run, "approval", {"ok": True}) == {"ok": True}
+
+
+async def test_cancelled_send_input_returns_its_connection(upstream, client):
+    run_id, _ = upstream.trigger("echo-parts", {"parts": ["x"], "delay_ms": 600_000})
+    rng = random.Random(7)
+    for _ in range(300):
+
+        async def send() -> None:
+            await client.send_input(run_id, "approval", {"ok": True})
+
+        await _cancel_after(send, rng.choice([0.0, rng.uniform(0, 0.003)]))
+    connections = await _settled_pool(client)
+    assert all(connection.is_idle() for connection in connections)
+    assert len(connections) <= 100  # max_keepalive_connections
+    assert await client.send_input(run_id, "approval", {"ok": True}) == {"ok": True}
+
+
+async def test_a_send_cancelled_before_it_is_written_is_never_sent(emulator):
+    # One connection, held by a stream: the send waits for the pool, and is cancelled there.
+    run_id, _ = emulator.trigger("echo-parts", {"parts": ["x"], "delay_ms": 600_000})
+    async with TriggerClient(
+        emulator.url,
+        secret_key=TEST_TRIGGER_SECRET_KEY,
+        retry_sleep=RecordingSleep(),
+        max_connections=1,
+    ) as client:
+        stream = client.read_stream(run_id, timeout_seconds=60)
+        assert (await stream.__anext__()).chunk == "x"
+        send = asyncio.create_task(client.send_input(run_id, "approval", {"never": "sent"}))
+        pool = client.http_client._transport._pool
+        for _ in range(1000):  # a few loop steps: until the send is queued for the pool
+            if pool._requests[1:]:
+                break
+            await asyncio.sleep(0)
+        assert pool._requests[1:], "the send never queued for the pool"
+        send.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await send
+        await stream.aclose()  # frees the slot: the abandoned send gets it, and gives it up
+        async with asyncio.timeout(30):
+            await client.wait_abandoned()
+        assert _pool_connections(client) == []
+        assert await client.send_input(run_id, "approval", {"sent": True}) == {"ok": True}
+    posts = [
+        r
+        for r in emulator.requests()
+        if r["method"] == "POST" and r["path"] == f"/realtime/v1/streams/{run_id}/input/approval"
+    ]
+    assert len(posts) == 1  # only the second send reached the server
+    inputs = json.dumps(emulator.run(run_id)["inputs"])
+    assert "never" not in inputs
+    assert '"sent": true' in inputs

@@ -416,8 +416,10 @@ def test_bad_arguments_are_rejected():
     from trigger_django.client import TriggerClient
 
     client = TriggerClient("http://trigger.test", secret_key=SECRET)
-    with pytest.raises(ValueError, match="run_id and key"):
+    with pytest.raises(ValueError, match="run_id must not be empty"):
         client.read_stream("", "default")
+    with pytest.raises(ValueError, match="stream key must not be empty"):
+        client.read_stream("run_1", "")
     with pytest.raises(ValueError, match="start_index"):
         client.read_stream("run_1", start_index=-1)
     with pytest.raises(ValueError, match="stall_timeout"):
@@ -535,3 +537,34 @@ async def test_logs_retries_and_terminal_errors_but_never_credentials(make_clien
     for _, message in messages:
         assert "secret-token" not in message
         assert SECRET not in message
+
+
+async def test_cancelled_during_send_closes_the_late_response(make_client):
+    # The caller is cancelled while the request waits for its headers: the cancellation is
+    # immediate, the send is not interrupted inside httpx/httpcore, and the response that
+    # arrives afterwards is closed (its connection returned) by the client.
+    release = asyncio.Event()
+    entered = asyncio.Event()
+    late = v2_response(sse(batch(record(0, "late"))), hang=True)
+
+    async def slow_headers(request: httpx.Request) -> httpx.Response:
+        entered.set()
+        await release.wait()
+        return late
+
+    client = make_client(Script(slow_headers))
+
+    async def consume():
+        async for _ in client.read_stream("run_1"):
+            raise AssertionError("no part may be delivered to a cancelled reader")
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(entered.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert not late.fake.closed.is_set()
+    release.set()
+    async with asyncio.timeout(5):
+        await client.wait_abandoned()
+    assert late.fake.closed.is_set()

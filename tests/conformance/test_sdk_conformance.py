@@ -7,9 +7,12 @@ module-scoped fixture and asserted by separate tests.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conformance.conftest import FRAMINGS, FramedEmulator, NodeSdk
@@ -415,3 +418,139 @@ def test_10000_part_stream_arrives_intact(payload_streams: dict[str, Any]) -> No
     assert len(read["parts"]) == len(MANY_PARTS)
     assert chunks(read) == MANY_PARTS
     assert_ids_ascending(read, payload_streams["framing"], "10,000 parts")
+
+
+# -- v2 batches as S2 sends them: 600 parts of 100 KB -------------------------------------------
+
+BATCHED_PART_COUNT = 600
+BATCHED_PART_SIZE = 100 * 1024
+
+
+def batched_part(index: int) -> str:
+    head = f"part {index:04d} "
+    return head + chr(ord("a") + index % 26) * (BATCHED_PART_SIZE - len(head))
+
+
+def test_sdk_reads_a_60_mb_stream_sent_in_one_mib_batches(
+    node_sdk: NodeSdk, emulators: dict[str, FramedEmulator]
+) -> None:
+    emulator = emulators["v2"]
+    run_id, token = emulator.trigger(OPEN_TASK, {})
+    parts = [batched_part(index) for index in range(BATCHED_PART_COUNT)]
+    with httpx.Client(base_url=emulator.url, timeout=60.0) as client:
+        written = client.post(
+            f"/realtime/v1/streams/{run_id}/self/big",
+            content=((json.dumps(part) + "\n").encode() for part in parts),
+            headers={"Authorization": f"Bearer {emulator.secret_key}"},
+        )
+        assert written.status_code == 200, written.text
+        # What the SDK is about to read: no SSE event over 1.1 MB, no batch over 1 MiB metered.
+        body = client.get(
+            f"/realtime/v1/streams/{run_id}/big",
+            headers={"Authorization": f"Bearer {token}", "Timeout-Seconds": "1"},
+        ).content
+    events = [block for block in body.split(b"\n\n") if block.startswith(b"event: batch")]
+    assert len(events) == 60
+    assert max(len(block) + 2 for block in events) < 1_100_000
+    for block in events:
+        records = json.loads(block.split(b"data: ", 1)[1])["records"]
+        assert sum(8 + len(record["body"].encode()) for record in records) <= 1024 * 1024
+
+    result = emulator.node(
+        node_sdk, "read_digests.mjs", {"runId": run_id, "key": "big", "token": token}, timeout=120
+    )
+    assert result["ok"], f"the SDK reader failed with {result['error']}"
+    assert result["chunksMatchParts"]
+    assert result["parts"] == [
+        {
+            "id": str(index),
+            "length": len(part),
+            "sha256": hashlib.sha256(part.encode()).hexdigest(),
+        }
+        for index, part in enumerate(parts)
+    ]
+
+
+# -- runs.subscribeToRun: live run shapes -------------------------------------------------------
+
+
+def test_subscribe_to_run_follows_every_change_through_a_409_to_completion(
+    node_sdk: NodeSdk, emulators: dict[str, FramedEmulator]
+) -> None:
+    emulator = emulators["v2"]
+    run_id, token = emulator.trigger(OPEN_TASK, {"prompt": "subscribe"})
+    steps: list[dict[str, Any]] = [
+        {"update": {"status": "WAITING_TO_RESUME"}},
+        {"metadata": {"operations": [{"type": "set", "key": "progress", "value": 0.4}]}},
+        {"fault": "must-refetch"},
+        {"update": {"status": "EXECUTING", "tags": ["user:7"]}},
+        {"stream": "answer"},
+        {"metadata": {"metadata": {"progress": 1, "step": "Done"}}},
+        {"complete": {"answer": 42}},
+    ]
+    result = emulator.node(
+        node_sdk, "subscribe_run.mjs", {"runId": run_id, "token": token, "steps": steps}
+    )
+    assert result["error"] is None, result["error"]
+    seen = result["runs"]
+    observed = [
+        (
+            run["status"],
+            run.get("metadata"),
+            run["tags"],
+            run["realtimeStreams"],
+            run.get("output"),
+            run["isCompleted"],
+            run.get("finishedAt") is not None,
+        )
+        for run in seen
+    ]
+    waiting = ("WAITING", None, [], [], None, False, False)
+    progress = ("WAITING", {"progress": 0.4}, [], [], None, False, False)
+    tagged = ("EXECUTING", {"progress": 0.4}, ["user:7"], [], None, False, False)
+    assert observed == [
+        ("EXECUTING", None, [], [], None, False, False),
+        waiting,
+        progress,
+        progress,  # the same run again after the 409, from the refetched snapshot
+        tagged,
+        ("EXECUTING", {"progress": 0.4}, ["user:7"], ["answer"], None, False, False),
+        ("EXECUTING", {"progress": 1, "step": "Done"}, ["user:7"], ["answer"], None, False, False),
+        (
+            "COMPLETED",
+            {"progress": 1, "step": "Done"},
+            ["user:7"],
+            ["answer"],
+            {"answer": 42},
+            True,
+            True,
+        ),
+    ]
+    assert all(run["id"] == run_id for run in seen)
+    assert seen[0]["payload"] == {"prompt": "subscribe"}
+    assert (seen[1]["isWaiting"], seen[1]["isExecuting"]) == (True, False)
+    statuses = [(request["query"], request["status"]) for request in result["requests"]]
+    assert [status for _, status in statuses].count(409) == 1
+    # The SDK refetched after the 409 with offset -1 under the new handle, naming the old one.
+    after_409 = statuses[[status for _, status in statuses].index(409) + 1][0]
+    assert "offset=-1" in after_409
+    assert "expired_handle=run-" in after_409
+    assert f"handle={emulator.run(run_id)['shapeHandle']}" in after_409
+
+
+def test_subscribe_to_run_ends_on_a_failed_run_with_its_error(
+    node_sdk: NodeSdk, emulators: dict[str, FramedEmulator]
+) -> None:
+    emulator = emulators["v2"]
+    run_id, token = emulator.trigger(OPEN_TASK, {})
+    result = emulator.node(
+        node_sdk,
+        "subscribe_run.mjs",
+        {"runId": run_id, "token": token, "steps": [{"fail": "the tool broke"}]},
+    )
+    assert result["error"] is None, result["error"]
+    first, last = result["runs"]
+    assert (first["status"], last["status"]) == ("EXECUTING", "FAILED")
+    assert (last["isFailed"], last["isCompleted"], last["isSuccess"]) == (True, True, False)
+    assert last["error"]["message"] == "the tool broke"
+    assert last.get("output") is None

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,45 @@ class DaphneServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+def own_run(run_id: str, user: Any) -> None:
+    """Record ``user`` as the owner of ``run_id``: the example project lets only a run's owner
+    watch and answer it. Written from a thread, so it is safe inside async tests."""
+
+    def create() -> None:
+        from django.db import connection
+
+        from example_project.models import AiRun
+
+        try:
+            AiRun.objects.get_or_create(run_id=run_id, defaults={"owner_id": user.pk})
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(create).result()
+
+
+class OwnedRunsEmulator:
+    """The session emulator, except that runs a test triggers belong to its ``e2e_user``."""
+
+    def __init__(self, emulator: Any, request: pytest.FixtureRequest) -> None:
+        self._emulator = emulator
+        self._request = request
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._emulator, name)
+
+    def trigger(self, *args: Any, **kwargs: Any) -> tuple[str, str]:
+        run_id, token = self._emulator.trigger(*args, **kwargs)
+        own_run(run_id, self._request.getfixturevalue("e2e_user"))
+        return run_id, token
+
+
+@pytest.fixture
+def emulator(emulator: Any, request: pytest.FixtureRequest) -> Any:
+    return OwnedRunsEmulator(emulator, request)
 
 
 @pytest.fixture
@@ -185,3 +225,26 @@ async def page(browser: Any, daphne_server: DaphneServer, session_cookie: dict[s
 def artifact(name: str) -> str:
     ARTIFACTS.mkdir(exist_ok=True)
     return str(ARTIFACTS / name)
+
+
+AXE_SOURCE = ROOT / "tests" / "conformance" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+async def axe_violations(page: Any) -> list[dict[str, Any]]:
+    """axe-core's violations on the page as it is now: ``[{id, impact, help, targets}]``.
+
+    axe (from npm, tests/conformance) is evaluated through Playwright rather than added as a
+    script tag: the example project's strict CSP would block an inline script, and it does not
+    govern what the DevTools protocol evaluates."""
+    if not await page.evaluate("typeof window.axe === 'object'"):
+        await page.evaluate(AXE_SOURCE.read_text())
+    violations: list[dict[str, Any]] = await page.evaluate(
+        """async () => {
+          const results = await window.axe.run(document, {resultTypes: ["violations"]});
+          return results.violations.map((v) => ({
+            id: v.id, impact: v.impact, help: v.help,
+            targets: v.nodes.map((node) => node.target.join(" ")),
+          }));
+        }"""
+    )
+    return violations

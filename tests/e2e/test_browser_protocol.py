@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
-from tests.e2e.conftest import DaphneServer
+from tests.e2e.conftest import DaphneServer, own_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -60,7 +60,8 @@ async def play(page: Any, socket: int, message: dict[str, Any]) -> None:
 
 
 @pytest.fixture
-async def scripted_page(page: Any, daphne_server: DaphneServer) -> Any:
+async def scripted_page(page: Any, daphne_server: DaphneServer, e2e_user: Any) -> Any:
+    own_run("run_scripted", e2e_user)
     await page.add_init_script(FAKE_SOCKET)
     await page.goto(f"{daphne_server.url}/runs/run_scripted/?timeout=5&render=text")
     await page.wait_for_function("() => window.__fake.sockets.length === 1")

@@ -30,6 +30,11 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def electric(token: str) -> dict[str, str]:
+    """The headers of a run-shape request as the SDK sends them (modern Electric names)."""
+    return {**bearer(token), "x-trigger-electric-version": "1.0.0-beta.1"}
+
+
 def read_body(client: httpx.Client, path: str, token: str = SECRET, **headers: str) -> bytes:
     """A whole stream response; ``Timeout-Seconds: 1`` unless given, so it ends by idle close."""
     request_headers = {"Timeout-Seconds": "1", **bearer(token)}

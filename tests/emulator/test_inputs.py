@@ -62,7 +62,7 @@ async def test_demo_ai_writer_streams_then_waits_for_approval(emulator, http):
     assert "".join(_parts(output)) == demo_answer_text(prompt) + "\n\nApproved by Ada."
     assert _parts(output)[:-1] == demo_answer_tokens(prompt)
     # The input stream holds JSON.stringify(data): a string, with the inp_ record id.
-    (line,) = [line for line in inputs.decode().splitlines() if line.startswith("data: {")]
+    (line,) = [line for line in inputs.decode().splitlines() if line.startswith('data: {"records"')]
     (record,) = json.loads(line.removeprefix("data: "))["records"]
     envelope = json.loads(record["body"])
     assert envelope == {"data": '{"approved":true,"reviewer":"Ada"}', "id": run["inputs"][0]["id"]}

@@ -8,7 +8,7 @@ import re
 
 import httpx
 
-from .conftest import AUTH, UNREGISTERED_TASK, bearer
+from .conftest import AUTH, SECRET, UNREGISTERED_TASK, bearer, electric
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}$")
 
@@ -19,7 +19,7 @@ def test_initial_request_is_an_insert_then_up_to_date(emulator, http):
     response = http.get(
         f"/realtime/v1/runs/{run_id}",
         params={"log": "full", "offset": "-1", "skipColumns": "payload,id"},
-        headers=bearer(token),
+        headers=electric(token),
     )
 
     assert response.status_code == 200
@@ -52,13 +52,14 @@ def test_initial_request_is_an_insert_then_up_to_date(emulator, http):
 async def test_live_request_waits_for_the_next_change(emulator):
     run_id, token = emulator.trigger(UNREGISTERED_TASK, {})
     async with httpx.AsyncClient(base_url=emulator.url, timeout=10.0) as client:
-        initial = await client.get(f"/realtime/v1/runs/{run_id}", headers=bearer(token))
+        initial = await client.get(f"/realtime/v1/runs/{run_id}", headers=electric(token))
         offset = initial.headers["electric-offset"]
+        handle = initial.headers["electric-handle"]
         live = asyncio.create_task(
             client.get(
                 f"/realtime/v1/runs/{run_id}",
-                params={"live": "true", "offset": offset, "handle": "h", "cursor": ""},
-                headers=bearer(token),
+                params={"live": "true", "offset": offset, "handle": handle, "cursor": ""},
+                headers=electric(token),
             )
         )
         # Wait until the live request is parked before changing the run.
@@ -84,16 +85,19 @@ async def test_live_request_waits_for_the_next_change(emulator):
 
 def test_live_request_behind_the_run_answers_at_once(emulator, http):
     run_id, token = emulator.trigger(UNREGISTERED_TASK, {})
-    stale = http.get(f"/realtime/v1/runs/{run_id}", headers=bearer(token)).headers[
-        "electric-offset"
-    ]
+    initial = http.get(f"/realtime/v1/runs/{run_id}", headers=electric(token)).headers
     emulator.complete_run(run_id, output={"done": True})
 
     response = http.get(
         f"/realtime/v1/runs/{run_id}",
-        params={"live": "true", "offset": stale},
-        headers=bearer(token),
+        params={
+            "live": "true",
+            "offset": initial["electric-offset"],
+            "handle": initial["electric-handle"],
+        },
+        headers=electric(token),
     )
+    assert response.json()[0]["headers"] == {"operation": "update"}
 
     value = response.json()[0]["value"]
     assert value["status"] == "COMPLETED_SUCCESSFULLY"
@@ -105,7 +109,7 @@ def test_live_request_behind_the_run_answers_at_once(emulator, http):
 def test_run_shape_auth(emulator, http):
     run_id, _ = emulator.trigger(UNREGISTERED_TASK, {})
     _, other_token = emulator.trigger(UNREGISTERED_TASK, {})
-    denied = http.get(f"/realtime/v1/runs/{run_id}", headers=bearer(other_token))
+    denied = http.get(f"/realtime/v1/runs/{run_id}", headers=electric(other_token))
     assert denied.status_code == 403
     missing = http.get("/realtime/v1/runs/run_missing", headers=AUTH)
     assert (missing.status_code, missing.json()) == (404, {"error": "Not found"})
@@ -114,9 +118,63 @@ def test_run_shape_auth(emulator, http):
 def test_failed_run_carries_a_task_run_error(emulator, http):
     run_id, token = emulator.trigger("echo-parts", {"parts": "not a list"})
     emulator.wait_for(lambda: emulator.run(run_id)["status"] == "COMPLETED_WITH_ERRORS")
-    value = http.get(f"/realtime/v1/runs/{run_id}", headers=bearer(token)).json()[0]["value"]
+    value = http.get(f"/realtime/v1/runs/{run_id}", headers=electric(token)).json()[0]["value"]
     error = json.loads(value["error"])
     assert error["type"] == "BUILT_IN_ERROR"
     assert error["name"] == "TypeError"
     assert error["message"] == "echo-parts: payload 'parts' must be a list."
     assert "Traceback" in error["stackTrace"]
+
+
+def test_a_client_without_the_electric_version_gets_the_legacy_header_names(emulator, http):
+    run_id, token = emulator.trigger(UNREGISTERED_TASK, {})
+    initial = http.get(f"/realtime/v1/runs/{run_id}", headers=bearer(token))
+    assert "electric-offset" not in initial.headers
+    assert "electric-handle" not in initial.headers
+    offset = initial.headers["electric-chunk-last-offset"]
+    handle = initial.headers["electric-shape-id"]
+    assert handle == emulator.run(run_id)["shapeHandle"]
+    emulator.complete_run(run_id)
+    # The legacy `shape_id` parameter names the handle.
+    live = http.get(
+        f"/realtime/v1/runs/{run_id}",
+        params={"live": "true", "offset": offset, "shape_id": handle},
+        headers=bearer(token),
+    )
+    assert live.headers["electric-shape-id"] == handle
+    assert live.headers["electric-chunk-last-offset"] != offset
+    assert live.json()[0]["value"]["status"] == "COMPLETED_SUCCESSFULLY"
+
+
+async def test_a_live_request_with_no_change_answers_up_to_date_after_the_hold(monkeypatch):
+    """In process, with the 20 s hold shortened: nothing changed, so the same offset."""
+    from trigger_django.emulator import EmulatorApp, EmulatorConfig, shapes
+
+    monkeypatch.setattr(shapes, "LIVE_HOLD_SECONDS", 0.05)
+    app = EmulatorApp(EmulatorConfig(secret_key=SECRET))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://emulator") as client:
+        triggered = await client.post(
+            f"/api/v1/tasks/{UNREGISTERED_TASK}/trigger", json={"payload": {}}, headers=AUTH
+        )
+        run_id = triggered.json()["id"]
+        initial = await client.get(f"/realtime/v1/runs/{run_id}", headers=electric(SECRET))
+        params = {
+            "live": "true",
+            "offset": initial.headers["electric-offset"],
+            "handle": initial.headers["electric-handle"],
+            "cursor": "",
+        }
+        first = await client.get(
+            f"/realtime/v1/runs/{run_id}", params=params, headers=electric(SECRET)
+        )
+        second = await client.get(
+            f"/realtime/v1/runs/{run_id}", params=params, headers=electric(SECRET)
+        )
+    for response in (first, second):
+        assert response.status_code == 200
+        assert response.json() == [{"headers": {"control": "up-to-date"}}]
+        assert response.headers["electric-offset"] == params["offset"]
+        assert response.headers["electric-handle"] == params["handle"]
+    # A new cursor each time, as Electric's live responses carry.
+    assert first.headers["electric-cursor"] != second.headers["electric-cursor"]

@@ -57,6 +57,8 @@ def test_v2_framing_is_byte_exact(emulator, http):
             '{"seq_num":0,"timestamp":T,"body":"{\\"data\\":\\"raw text\\",\\"id\\":\\"p1\\"}"},'
             '{"seq_num":1,"timestamp":T,"body":"{\\"data\\":\\"{\\\\\\"n\\\\\\":1}\\",\\"id\\":\\"p2\\"}"}'
             "]}\n\n"
+            # Caught up: S2 enters follow mode with a heartbeat that names the tail.
+            'event: ping\ndata: {"timestamp":T,"tail":{"seq_num":2,"timestamp":T}}\n\n'
             "data: [DONE]\n\n"
         ).encode()
     )
@@ -187,7 +189,7 @@ async def test_stream_start_latest_skips_existing_parts(emulator):
                 f"/realtime/v1/streams/{run_id}/self/out/append", content=b"new", headers=AUTH
             )
             async for line in response.aiter_lines():
-                if line.startswith("data: {"):
+                if line.startswith('data: {"records"'):
                     records = json.loads(line.removeprefix("data: "))["records"]
                     break
     assert [(r["seq_num"], json.loads(r["body"])["data"]) for r in records] == [(1, "new")]
@@ -204,7 +206,7 @@ async def test_v2_start_beyond_the_tail_is_clamped_to_the_tail(emulator):
         ) as response:
             await client.post(append, content=b"one", headers=AUTH)
             async for line in response.aiter_lines():
-                if line.startswith("data: {"):
+                if line.startswith('data: {"records"'):
                     records = json.loads(line.removeprefix("data: "))["records"]
                     break
     assert [(r["seq_num"], json.loads(r["body"])["data"]) for r in records] == [(1, "one")]
@@ -252,7 +254,9 @@ def test_timeout_seconds_errors_on_input_streams(emulator, http, value):
 
 def test_v2_idle_close_ends_with_done(emulator, http):
     run_id, _ = emulator.trigger(UNREGISTERED_TASK, {}, stream_version="v2")
-    assert read_body(http, f"/realtime/v1/streams/{run_id}/never-written") == b"data: [DONE]\n\n"
+    assert mask_timestamps(read_body(http, f"/realtime/v1/streams/{run_id}/never-written")) == (
+        b'event: ping\ndata: {"timestamp":T,"tail":{"seq_num":0,"timestamp":0}}\n\ndata: [DONE]\n\n'
+    )
 
 
 def test_v1_idle_close_ends_without_marker(emulator_v1, http_v1):
@@ -299,7 +303,7 @@ async def test_chunked_post_is_visible_to_readers_while_open(emulator):
             "GET", f"/realtime/v1/streams/{run_id}/live", headers=headers
         ) as response:
             async for line in response.aiter_lines():
-                if not line.startswith("data: {"):
+                if not line.startswith('data: {"records"'):
                     continue
                 for record in json.loads(line.removeprefix("data: "))["records"]:
                     chunks.append(json.loads(record["body"])["data"])
@@ -394,7 +398,9 @@ def test_completed_run_rejects_writes(emulator, http):
     assert send.status_code == 400
     assert send.json() == {"ok": False, "error": "Cannot send to input stream on a completed run"}
     # Reading still works: streams outlive their run.
-    assert read_body(http, f"/realtime/v1/streams/{run_id}/out") == b"data: [DONE]\n\n"
+    assert mask_timestamps(read_body(http, f"/realtime/v1/streams/{run_id}/out")) == (
+        b'event: ping\ndata: {"timestamp":T,"tail":{"seq_num":0,"timestamp":0}}\n\ndata: [DONE]\n\n'
+    )
 
 
 def test_unknown_run_is_404_with_envelope(http):

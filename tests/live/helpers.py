@@ -66,7 +66,7 @@ def upstream_requests_for(emulator: Any, run_id: str) -> list[dict[str, Any]]:
 
 
 def stream_reads_for(emulator: Any, run_id: str) -> list[dict[str, Any]]:
-    """Reads of the run's output streams (not of the run itself)."""
+    """Reads of the run's output streams (not of its run shape, which streams follow)."""
     return [
         r
         for r in upstream_requests_for(emulator, run_id)

@@ -23,7 +23,6 @@ from tests.live.helpers import (
     terminal,
     wait_until,
 )
-from trigger_django.conf import DEFAULTS
 from trigger_django.live import hub as hub_module
 from trigger_django.live.hub import get_hub
 from trigger_django.upstream import aclose_http_clients
@@ -35,15 +34,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 async def _close_shared_pool() -> AsyncIterator[None]:
     yield
     await aclose_http_clients()
-
-
-@pytest.fixture(autouse=True)
-def _streams_end_by_their_idle_timeout(upstream: Any, settings: Any) -> None:
-    """These tests count reads and time idle ends: streams end by their idle timeout here, not
-    with their run (``FOLLOW_RUNS``, where the settings have it, re-reads to drain a finished
-    run, and holds viewers of a running one open)."""
-    if "FOLLOW_RUNS" in DEFAULTS:
-        settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "FOLLOW_RUNS": False}
 
 
 def text_of(parts: list[dict[str, Any]]) -> str:
@@ -172,7 +162,11 @@ def append_parts(emulator: Any, run_id: str, chunks: list[str], key: str = "defa
         response.raise_for_status()
 
 
-async def test_viewers_of_one_stream_keep_their_own_idle_timeouts(upstream: Any, user: Any) -> None:
+async def test_viewers_of_one_stream_keep_their_own_idle_timeouts(
+    upstream: Any, user: Any, settings: Any
+) -> None:
+    # Idle timeouts of the hub itself: streams not following their run (FOLLOW_RUNS off).
+    settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "FOLLOW_RUNS": False}
     run_id, _ = upstream.trigger("external-writer", {})
     short, long = await connect(user), await connect(user)
     await short.send_json_to(subscribe_message(user, run_id, timeout=1))
@@ -191,7 +185,11 @@ async def test_viewers_of_one_stream_keep_their_own_idle_timeouts(upstream: Any,
     await long.disconnect()
 
 
-async def test_the_last_viewer_leaving_closes_the_upstream_read(upstream: Any, user: Any) -> None:
+async def test_the_last_viewer_leaving_closes_the_upstream_read(
+    upstream: Any, user: Any, settings: Any
+) -> None:
+    # Idle timeouts of the hub itself: streams not following their run (FOLLOW_RUNS off).
+    settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "FOLLOW_RUNS": False}
     run_id, _ = upstream.trigger("external-writer", {})
     sockets = [await connect(user) for _ in range(3)]
     for communicator in sockets:
@@ -209,8 +207,10 @@ async def test_the_last_viewer_leaving_closes_the_upstream_read(upstream: Any, u
 
 
 async def test_a_shorter_timeout_joining_a_longer_read_completes_on_its_own_clock(
-    upstream: Any, user: Any
+    upstream: Any, user: Any, settings: Any
 ) -> None:
+    # Idle timeouts of the hub itself: streams not following their run (FOLLOW_RUNS off).
+    settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "FOLLOW_RUNS": False}
     run_id, _ = upstream.trigger("external-writer", {})
     long, short = await connect(user), await connect(user)
     await long.send_json_to(subscribe_message(user, run_id, timeout=30))

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.test import Client
 from websockets.asyncio.client import connect as ws_connect
 
-from tests.e2e.conftest import DaphneServer
+from tests.e2e.conftest import DaphneServer, own_run
 from trigger_django.tickets import make_ticket
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -76,6 +76,7 @@ async def test_a_page_that_never_reads_holds_a_bounded_number_of_bytes(
 ) -> None:
     user, cookie_header = cookie
     run_id, _ = emulator.trigger("external-writer", {})
+    own_run(run_id, user)  # the example project lets only a run's owner watch it
     url = daphne.url.replace("http", "ws") + "/trigger/ws/"
     options: dict[str, Any] = {
         "additional_headers": {"Cookie": cookie_header},

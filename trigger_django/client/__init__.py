@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from ._client import (
     SDK_VERSION,
+    RunSubscription,
     StreamSubscription,
     TriggerClient,
+    path_segment,
     retry_delay,
 )
 from ._errors import (
@@ -28,6 +30,17 @@ from ._errors import (
     UpstreamUnavailableError,
 )
 from ._models import RunHandle, StreamPart
+from ._runs import (
+    Run,
+    RunError,
+    RunEvent,
+    RunShapeError,
+    RunUpdate,
+    StreamChunk,
+    StreamEnded,
+    api_status,
+    parse_pg_array,
+)
 from ._sse import ServerSentEvent, SSEDecoder
 from ._tokens import (
     decode_public_token,
@@ -48,18 +61,29 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
+    "Run",
     "RunCompletedError",
+    "RunError",
+    "RunEvent",
     "RunHandle",
+    "RunShapeError",
+    "RunSubscription",
+    "RunUpdate",
     "SSEDecoder",
     "ServerSentEvent",
+    "StreamChunk",
+    "StreamEnded",
     "StreamPart",
     "StreamSubscription",
     "TriggerClient",
     "TriggerError",
     "UnprocessableEntityError",
     "UpstreamUnavailableError",
+    "api_status",
     "decode_public_token",
     "flatten_scopes",
+    "parse_pg_array",
+    "path_segment",
     "retry_delay",
     "scope_allows",
     "sign_public_token",

@@ -8,6 +8,7 @@ rules. See ``docs/client.md``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import json.scanner
 import logging
@@ -21,12 +22,13 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Iterable,
     Iterator,
     Mapping,
 )
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Generic, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -34,12 +36,28 @@ import httpx
 from ._errors import (
     APIStatusError,
     AuthenticationError,
+    NotFoundError,
     RunCompletedError,
     TriggerError,
     UpstreamUnavailableError,
     error_for_status,
 )
 from ._models import RunHandle, StreamPart
+from ._runs import (
+    ELECTRIC_VERSION,
+    SHAPE_BACKOFF_INITIAL,
+    SHAPE_BACKOFF_MAX,
+    SHAPE_BACKOFF_MULTIPLIER,
+    Run,
+    RunEvent,
+    RunShapeError,
+    RunUpdate,
+    StreamChunk,
+    StreamEnded,
+    decode_row,
+    parse_packet,
+    run_from_row,
+)
 from ._sse import ServerSentEvent, SSEDecoder
 from ._tokens import Expiration, Scopes, flatten_scopes, sign_public_token
 
@@ -61,6 +79,8 @@ RETRY_JITTER: Final = 0.5
 #: How long a stream request may wait for response headers before it is aborted and retried.
 HEADER_TIMEOUT: Final = 30.0
 CONNECT_TIMEOUT: Final = 10.0
+#: Read timeout of a live run-shape request (the server holds it about 20 s, +-15 %).
+SHAPE_HOLD_TIMEOUT: Final = 60.0
 #: Read timeout of ordinary (non-stream) calls.
 REQUEST_TIMEOUT: Final = 30.0
 _ERROR_BODY_LIMIT: Final = 64 * 1024
@@ -89,11 +109,11 @@ def _safe_parse_json(text: str) -> Any:
             return value
     except StopIteration:
         pass
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep, as JSON.parse's
         return text
     try:
         return _json_decode(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
 
 
@@ -108,19 +128,70 @@ def retry_delay(attempt: int, random_value: float) -> float:
     return base * (1 - RETRY_JITTER * random_value)
 
 
+_TIMESTAMP_PREFIX = re.compile(r"\s*([+-]?[0-9]+)")
+
+
 def _redis_timestamp(stream_id: str | None) -> int:
-    # parseInt of the part before "-", else now (the SDK's parseRedisStreamIdTimestamp).
+    # `parseInt(<part before "-">, 10)`, or now when that is NaN (the SDK's
+    # parseRedisStreamIdTimestamp): ASCII digits only, as parseInt; over 19 digits (no clock
+    # gives that, and Python refuses past 4,300) also means now.
     if stream_id:
-        head = stream_id.partition("-")[0]
-        if head.isdigit():
-            return int(head)
-        match = re.match(r"\s*([+-]?\d+)", head)
-        if match:
+        match = _TIMESTAMP_PREFIX.match(stream_id.partition("-")[0])
+        if match and len(match.group(1).lstrip("+-")) <= 19:
             return int(match.group(1))
     return int(time.time() * 1000)
 
 
-_SEQ_PREFIX = re.compile(r"(\d+)")
+_SEQ_PREFIX = re.compile(r"([0-9]+)")
+
+
+def _is_later(seq: str, cursor: str | None) -> bool:
+    """Whether the decimal ``seq`` is after ``cursor`` (as digit strings: no size limit)."""
+    if cursor is None or not (cursor.isascii() and cursor.isdigit()):
+        return True
+    a, b = seq.lstrip("0"), cursor.lstrip("0")
+    return (len(a), a) > (len(b), b)
+
+
+class _Abandoned(Exception):
+    """Raised inside httpcore (from its trace hook) to end a request nobody waits for."""
+
+
+class _SendGuard:
+    """The ``trace`` extension of each request: once ``abandoned``, it ends the request at the
+    next step that has not touched the server yet (or, for a GET, that only waits for it).
+
+    httpcore awaits the hook inside the ``try`` blocks that close a half-used connection, so an
+    exception here is handled like a network error: the connection is closed, never leaked.
+    """
+
+    __slots__ = ("abandoned", "idempotent", "inner")
+
+    _BEFORE_SENDING: Final = frozenset(
+        {
+            "connection.connect_tcp.started",
+            "connection.connect_unix_socket.started",
+            "connection.start_tls.started",
+            "http11.send_request_headers.started",
+            "http2.send_request_headers.started",
+        }
+    )
+    _WAITING: Final = frozenset(
+        {"http11.receive_response_headers.started", "http2.receive_response_headers.started"}
+    )
+
+    def __init__(self, idempotent: bool, inner: Any) -> None:
+        self.abandoned = False
+        self.idempotent = idempotent
+        self.inner = inner
+
+    async def __call__(self, name: str, info: dict[str, Any]) -> None:
+        if self.abandoned and (
+            name in self._BEFORE_SENDING or (self.idempotent and name in self._WAITING)
+        ):
+            raise _Abandoned(f"the caller is gone ({name})")
+        if self.inner is not None:
+            await self.inner(name, info)
 
 
 class _RetryableFailure(Exception):
@@ -201,6 +272,157 @@ class StreamSubscription(AsyncIterator[StreamPart]):
         await self.aclose()
 
 
+_T = TypeVar("_T")
+
+
+class RunSubscription(AsyncIterator[_T], Generic[_T]):
+    """The async iterator returned by :meth:`TriggerClient.subscribe_run` (of :class:`Run`) and
+    :meth:`TriggerClient.subscribe_run_with_streams` (of :data:`RunEvent`).
+
+    ``async with`` (or ``aclose()``, or cancelling the task that iterates) ends the
+    subscription and closes its requests.
+    """
+
+    def __init__(self, items: AsyncGenerator[_T, None]) -> None:
+        self._items = items
+
+    def __aiter__(self) -> AsyncGenerator[_T, None]:
+        return self._items
+
+    async def __anext__(self) -> _T:
+        return await self._items.__anext__()
+
+    async def aclose(self) -> None:
+        await self._items.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class _ShapeState:
+    """One Electric ShapeStream (``@electric-sql/client`` 1.0.14) folded into rows as the SDK's
+    ``ReadableShapeStream`` does: inserts set a row, updates merge into it, ``must-refetch``
+    clears them; rows are emitted once a batch says ``up-to-date``, one per changed key."""
+
+    __slots__ = (
+        "cursor",
+        "expired_handle",
+        "handle",
+        "offset",
+        "rows",
+        "schema",
+        "up_to_date",
+        "updated",
+    )
+
+    def __init__(self) -> None:
+        self.offset = "-1"
+        self.handle: str | None = None
+        self.cursor = ""
+        self.expired_handle: str | None = None
+        self.schema: dict[str, Any] | None = None
+        self.up_to_date = False
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.updated: dict[str, None] = {}  # an ordered set of keys
+
+    def receive(self, response: httpx.Response, *, live: str | None) -> list[dict[str, Any]]:
+        headers = response.headers
+        required = ["electric-offset", "electric-handle"]
+        required.append("electric-cursor" if live == "true" else "electric-schema")
+        missing = [name for name in required if name not in headers]
+        if missing:
+            raise RunShapeError(
+                f"The run shape response lacks the header(s) {', '.join(missing)} (a proxy "
+                "that drops or does not expose them?)"
+            )
+        self.handle = headers.get("electric-handle") or self.handle
+        self.offset = headers.get("electric-offset") or self.offset
+        self.cursor = headers.get("electric-cursor") or self.cursor
+        if self.schema is None:
+            schema = _safe_parse_json(headers.get("electric-schema", "{}"))
+            if not isinstance(schema, dict):
+                raise RunShapeError("The electric-schema header is not a JSON object")
+            self.schema = schema
+        messages = self._messages(response.text or "[]")
+        if messages and _control(messages[-1]) == "up-to-date":
+            self.up_to_date = True
+        return self._apply(messages)
+
+    def must_refetch(self, response: httpx.Response) -> None:
+        if self.handle:
+            self.expired_handle = self.handle
+        self.handle = response.headers.get("electric-handle") or f"{self.handle}-next"
+        self.offset = "-1"
+        self.cursor = ""
+        self.up_to_date = False
+        self.schema = None
+        body = _safe_parse_json(response.text) if response.text else []
+        self._apply(body if isinstance(body, list) else [])
+
+    def _messages(self, text: str) -> list[Any]:
+        body = _safe_parse_json(text)
+        if not isinstance(body, list):
+            raise RunShapeError(f"The run shape body is not a JSON array: {text[:200]!r}")
+        return body
+
+    def _apply(self, messages: list[Any]) -> list[dict[str, Any]]:
+        up_to_date = False
+        for message in messages:
+            if not isinstance(message, dict):
+                logger.warning("Skipped a run shape message that is not an object")
+                continue
+            if "key" in message:
+                operation = _operation(message)
+                value = message.get("value")
+                if operation not in ("insert", "update") or not isinstance(value, dict):
+                    continue  # deletes are ignored, as in the SDK
+                key = str(message["key"])
+                row = decode_row(value, self.schema or {})
+                if operation == "update" and key in self.rows:
+                    row = {**self.rows[key], **row}
+                self.rows[key] = row
+                self.updated[key] = None
+            else:
+                control = _control(message)
+                if control == "must-refetch":
+                    self.rows.clear()
+                elif control == "up-to-date":
+                    up_to_date = True
+        if not up_to_date:
+            return []
+        emitted = [self.rows[key] for key in self.updated if key in self.rows]
+        self.updated.clear()
+        return emitted
+
+
+def _control(message: Any) -> Any:
+    headers = message.get("headers") if isinstance(message, dict) else None
+    return headers.get("control") if isinstance(headers, dict) else None
+
+
+def _operation(message: dict[str, Any]) -> Any:
+    headers = message.get("headers")
+    return headers.get("operation") if isinstance(headers, dict) else None
+
+
+def _skip_columns(columns: Iterable[str]) -> str | None:
+    if isinstance(columns, str):
+        raise ValueError("skip_columns must be a list of column names, not one string")
+    names = list(columns)
+    for name in names:
+        if not isinstance(name, str) or not name or "," in name:
+            raise ValueError(f"skip_columns holds an invalid column name: {name!r}")
+    return ",".join(names) or None
+
+
 class TriggerClient:
     """An async client for the parts of the Trigger.dev API that ``trigger_django`` needs.
 
@@ -256,9 +478,25 @@ class TriggerClient:
                 follow_redirects=True,
             )
         self.http_client = http_client
-        # Streams never time out on reads (the server pings or ends them); the wait for response
-        # headers is bounded separately, and so is the wait for a pooled connection.
-        self._stream_timeout = httpx.Timeout(None, connect=CONNECT_TIMEOUT, write=REQUEST_TIMEOUT)
+        # The wait for a pooled connection and for the response headers are bounded by httpcore
+        # itself (pool and read timeouts: exceptions inside its own clean-up paths, never a
+        # cancellation); once the headers are in, the body read gets no timeout (the server
+        # pings or ends the stream), see _send.
+        self._stream_timeout = httpx.Timeout(
+            connect=CONNECT_TIMEOUT,
+            read=header_timeout,
+            write=REQUEST_TIMEOUT,
+            pool=header_timeout,
+        )
+        # Live shape requests are held by the server (about 20 s) before it answers.
+        self._shape_timeout = httpx.Timeout(
+            connect=CONNECT_TIMEOUT,
+            read=max(header_timeout, SHAPE_HOLD_TIMEOUT),
+            write=REQUEST_TIMEOUT,
+            pool=header_timeout,
+        )
+        # Sends abandoned by a cancelled caller, finishing on their own (see _send).
+        self._abandoned: set[asyncio.Future[None]] = set()
 
     async def __aenter__(self) -> Self:
         return self
@@ -272,12 +510,116 @@ class TriggerClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool, if this client created it."""
+        """Close the connection pool, if this client created it.
+
+        Requests abandoned by cancelled callers are given a moment to return their connections
+        first (see :meth:`_send`).
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await self.wait_abandoned()
         if self._owns_client:
             await self.http_client.aclose()
 
-    def __repr__(self) -> str:  # never shows the key or token
-        return f"<TriggerClient {self.base_url}>"
+    async def wait_abandoned(self) -> None:
+        """Wait until every request abandoned by a cancelled caller has returned its connection
+        (each is bounded by the client's timeouts)."""
+        while self._abandoned:
+            await asyncio.wait(set(self._abandoned))
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    async def _send(
+        self, request: httpx.Request, *, stream: bool, limit: float | None = None
+    ) -> httpx.Response:
+        """``http_client.send``, safe against the caller being cancelled at any point.
+
+        httpcore (1.0.x) is not safe against an asyncio cancellation delivered inside
+        ``handle_async_request``: cancelled between opening a connection and starting the
+        request on it (a lock acquisition in ``AsyncHTTP11Connection`` is the window), or while
+        waiting for a pooled connection that was just assigned, it leaves a connection in the
+        pool that no request owns and that is never idle, closed or expired, so it is never
+        reused nor reaped (encode/httpcore#1093). Enough of them fill the pool for good.
+
+        So the send runs in a task of its own that is never cancelled: its waits are bounded by
+        httpcore's own timeouts (pool, connect, write, and read up to the response headers),
+        which end it through httpcore's clean-up paths. If the caller is cancelled meanwhile,
+        the cancellation takes effect at once for the caller, and the abandoned send finishes
+        on its own; its response is then closed, which returns the connection to the pool (or
+        closes it when the body was not read to the end). An abandoned request that has not
+        been written yet is never written: httpcore's trace hook raises at the next step
+        (opening a connection, writing the request; for a GET also waiting for the response),
+        inside httpcore's own clean-up paths, so it ends at once without a cancellation. Once
+        the headers of a stream are in, its read timeout is lifted (the server pings or ends
+        the stream). ``limit`` bounds the caller's wait too, for transports that do not apply
+        httpx's timeouts.
+        """
+        guard = _SendGuard(request.method in ("GET", "HEAD"), request.extensions.get("trace"))
+        request.extensions["trace"] = guard
+        task = asyncio.create_task(
+            self.http_client.send(request, stream=stream, follow_redirects=True)
+        )
+        try:
+            # wait() neither cancels the task on a timeout nor when this caller is cancelled.
+            done, _ = await asyncio.wait((task,), timeout=limit)
+        except BaseException:
+            guard.abandoned = True
+            self._abandon(task)
+            raise
+        if not done:
+            # httpcore's timeouts have not ended it (a transport that does not apply them).
+            guard.abandoned = True
+            self._abandon(task)
+            raise _RetryableFailure(
+                f"no response headers within {self._header_timeout:g} s (a slow server, or "
+                "every pooled connection busy: see max_connections)"
+            )
+        try:
+            response = task.result()
+        except httpx.PoolTimeout:
+            raise _RetryableFailure(
+                f"no pooled connection free within {self._header_timeout:g} s (every "
+                "connection busy: see max_connections)"
+            ) from None
+        except httpx.ReadTimeout:
+            if not stream:
+                raise
+            raise _RetryableFailure(
+                f"no response headers within {self._header_timeout:g} s"
+            ) from None
+        if stream:
+            timeouts = response.request.extensions.get("timeout")
+            if isinstance(timeouts, dict):
+                timeouts["read"] = None  # read by httpcore at every body read
+        return response
+
+    def _abandon(self, task: asyncio.Task[httpx.Response]) -> None:
+        self._track(asyncio.ensure_future(self._finish_abandoned(task)))
+
+    async def _finish_abandoned(self, task: asyncio.Task[httpx.Response]) -> None:
+        # Bounded by httpcore's timeouts; the limit here only catches a transport without them.
+        limit = self._header_timeout + CONNECT_TIMEOUT + REQUEST_TIMEOUT
+        done, _ = await asyncio.wait((task,), timeout=limit)
+        if not done:
+            task.cancel()
+            await asyncio.wait((task,))
+        if task.cancelled():
+            return
+        if task.exception() is not None:
+            return  # already handled by httpcore: the connection is closed or back in the pool
+        try:
+            await task.result().aclose()
+        except Exception as exc:  # nobody is waiting for this response
+            logger.debug("Closing an abandoned response failed: %r", exc)
+
+    async def _close_response(self, response: httpx.Response) -> None:
+        """``response.aclose()``, carried to its end even if the caller is cancelled again."""
+        await asyncio.shield(self._track(asyncio.ensure_future(response.aclose())))
+
+    def _track(self, future: asyncio.Future[None]) -> asyncio.Future[None]:
+        self._abandoned.add(future)
+        future.add_done_callback(self._abandoned.discard)
+        return future
 
     # -- headers -------------------------------------------------------------------------------
 
@@ -326,8 +668,8 @@ class TriggerClient:
         raises an :class:`APIStatusError` subclass for 400/401/403/404/409/410/422 and retries
         everything else forever.
         """
-        if not run_id or not key:
-            raise ValueError("run_id and key are required to read a stream")
+        run_segment = path_segment(run_id, "run_id")
+        key_segment = path_segment(key, "stream key")
         if start_index is not None and start_index < 0:
             raise ValueError(f"start_index must be 0 or more, not {start_index}")
         if stall_timeout is not None and stall_timeout <= 0:
@@ -336,7 +678,7 @@ class TriggerClient:
             )
         cursor = last_event_id or (str(start_index - 1) if start_index else None)
         state = _StreamState(cursor, from_latest, self._token)
-        url = f"{self.base_url}/realtime/v1/streams/{run_id}/{key}"
+        url = f"{self.base_url}/realtime/v1/streams/{run_segment}/{key_segment}"
         parts = self._stream_parts(
             url,
             f"{run_id}/{key}",
@@ -382,16 +724,7 @@ class TriggerClient:
         while True:
             request = self._stream_request(url, state, timeout_seconds)
             try:
-                try:
-                    async with asyncio.timeout(self._header_timeout):
-                        response = await self.http_client.send(
-                            request, stream=True, follow_redirects=True
-                        )
-                except TimeoutError:
-                    raise _RetryableFailure(
-                        f"no response headers within {self._header_timeout:g} s (a slow "
-                        "server, or every pooled connection busy: see max_connections)"
-                    ) from None
+                response = await self._send(request, stream=True, limit=self._header_timeout)
                 try:
                     if not response.is_success:
                         await self._raise_stream_status(
@@ -415,7 +748,7 @@ class TriggerClient:
                     logger.debug("Stream %s ended (the server closed it cleanly)", name)
                     return
                 finally:
-                    await response.aclose()
+                    await self._close_response(response)
             except _AuthRefreshNeeded as refresh:
                 auth_refreshed = True
                 assert refresh_token is not None
@@ -463,6 +796,237 @@ class TriggerClient:
             raise error
         raise _RetryableFailure(f"status {status}" + (f" ({message})" if message else ""))
 
+    # -- run subscriptions ---------------------------------------------------------------------
+
+    def subscribe_run(
+        self,
+        run_id: str,
+        *,
+        skip_columns: Iterable[str] = ("payload",),
+        stop_on_completion: bool = True,
+    ) -> RunSubscription[Run]:
+        """Follow a run's state as the SDK's ``runs.subscribeToRun`` does (Electric shape).
+
+        Yields a :class:`Run` for the snapshot and for every change after it, and ends after
+        the first state with ``finished_at`` set when ``stop_on_completion``. Use as
+        ``async with client.subscribe_run(run_id) as runs: async for run in runs: ...``.
+        Network errors, 5xx and 429 are retried with Electric's backoff (100 ms, x1.3, at most
+        10 s); other 4xx raise the :class:`APIStatusError` subclass; a shape the SDK could not
+        read raises :class:`RunShapeError`.
+        """
+        url = f"{self.base_url}/realtime/v1/runs/{path_segment(run_id, 'run_id')}"
+        columns = _skip_columns(skip_columns)
+        return RunSubscription(self._run_states(run_id, url, columns, stop_on_completion))
+
+    def subscribe_run_with_streams(
+        self,
+        run_id: str,
+        *,
+        skip_columns: Iterable[str] = ("payload",),
+        stop_on_completion: bool = True,
+        drain_timeout: float = 30.0,
+        max_buffered: int = 256,
+    ) -> RunSubscription[RunEvent]:
+        """A run's states and the parts of every stream it names, as ``withStreams()`` gives them.
+
+        Yields :class:`RunUpdate` for each run state, :class:`StreamChunk` for each part of a
+        stream named in ``realtime_streams`` (each stream is read from its start as soon as a
+        run state names it), and :class:`StreamEnded` when one stream's read ends. After the
+        run has finished (with ``stop_on_completion``), the streams still open are read for up
+        to ``drain_timeout`` seconds (the SDK keeps them 30 s), then the iterator ends.
+        ``max_buffered`` events wait for a slow consumer before the readers pause.
+        """
+        if drain_timeout < 0:
+            raise ValueError(f"drain_timeout must be 0 or more seconds, not {drain_timeout}")
+        if max_buffered < 1:
+            raise ValueError(f"max_buffered must be at least 1, not {max_buffered}")
+        runs = self.subscribe_run(
+            run_id, skip_columns=skip_columns, stop_on_completion=stop_on_completion
+        )
+        return RunSubscription(self._run_events(runs, drain_timeout, max_buffered))
+
+    def _shape_request(
+        self, url: str, shape: _ShapeState, skip_columns: str | None
+    ) -> httpx.Request:
+        token = self._token
+        if not token:
+            raise AuthenticationError(
+                401, "No API credential: pass secret_key or access_token to TriggerClient"
+            )
+        # The SDK's realtime header set plus what zodShapeStream adds.
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "trigger-version": SDK_VERSION,
+            "x-trigger-electric-version": ELECTRIC_VERSION,
+            "x-trigger-api-version": API_VERSION,
+        }
+        if self._preview_branch:
+            headers["x-trigger-branch"] = self._preview_branch
+        params: dict[str, str] = {"log": "full", "offset": shape.offset}
+        if skip_columns:
+            params["skipColumns"] = skip_columns
+        if shape.up_to_date:
+            params["live"] = "true"
+            params["cursor"] = shape.cursor
+        if shape.handle:
+            params["handle"] = shape.handle
+        if shape.expired_handle:
+            params["expired_handle"] = shape.expired_handle
+        return self.http_client.build_request(
+            "GET", url, params=sorted(params.items()), headers=headers, timeout=self._shape_timeout
+        )
+
+    async def _run_states(
+        self, run_id: str, url: str, skip_columns: str | None, stop_on_completion: bool
+    ) -> AsyncGenerator[Run, None]:
+        context = f"Could not subscribe to run {run_id}"
+        shape = _ShapeState()
+        packets: dict[str, tuple[str | None, str | None, Any]] = {}
+        delay = SHAPE_BACKOFF_INITIAL
+        while True:
+            request = self._shape_request(url, shape, skip_columns)
+            try:
+                response = await self._send(request, stream=False)
+            except _RetryableFailure as exc:
+                failure = str(exc)
+            except httpx.RequestError as exc:
+                failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                status = response.status_code
+                if response.is_success:
+                    delay = SHAPE_BACKOFF_INITIAL
+                    for row in shape.receive(response, live=request.url.params.get("live")):
+                        run = await self._run_from_row(row, packets)
+                        yield run
+                        if stop_on_completion and run.finished_at is not None:
+                            logger.debug("Run %s finished: subscription ends", run_id)
+                            return
+                    continue
+                if status == 409:
+                    logger.info("Run %s: 409 must-refetch; resubscribing from a snapshot", run_id)
+                    shape.must_refetch(response)
+                    continue
+                message = _message_from_body(response.content, response.headers)
+                if 400 <= status < 500 and status != 429:
+                    raise self._status_error(status, message, context)
+                failure = f"status {status}" + (f" ({message})" if message else "")
+            logger.info("%s: %s; retrying in %.3f s", context, failure, delay)
+            await self._sleep(delay)
+            delay = min(delay * SHAPE_BACKOFF_MULTIPLIER, SHAPE_BACKOFF_MAX)
+
+    async def _run_from_row(
+        self, row: dict[str, Any], packets: dict[str, tuple[str | None, str | None, Any]]
+    ) -> Run:
+        values: list[Any] = []
+        for field_name in ("payload", "output"):
+            data_type = row.get(f"{field_name}Type")
+            if not data_type:
+                values.append(None)
+                continue
+            data = row.get(field_name)
+            if data is not None and not isinstance(data, str):
+                raise RunShapeError(
+                    f"Unable to parse shape: column {field_name!r} should be a string"
+                )
+            cached = packets.get(field_name)
+            if cached is not None and cached[0] == data and cached[1] == data_type:
+                values.append(cached[2])
+                continue
+            if data_type == "application/store" and data:
+                data, data_type = await self._import_packet(row, field_name, data)
+            value = parse_packet(data, data_type)
+            packets[field_name] = (row.get(field_name), row.get(f"{field_name}Type"), value)
+            values.append(value)
+        return run_from_row(row, values[0], values[1])
+
+    async def _import_packet(
+        self, row: dict[str, Any], field_name: str, path: str
+    ) -> tuple[str, str]:
+        """An offloaded (``application/store``) packet, downloaded as the SDK's importPacket."""
+        run_id = str(row.get("friendlyId"))
+        context = f"Could not download the {field_name} of run {run_id}"
+        try:
+            answer = await self._request(
+                "GET",
+                f"/api/v1/runs/{path_segment(run_id, 'run_id')}/packets/{field_name}",
+                None,
+                context=context,
+            )
+        except NotFoundError:
+            answer = await self._request(
+                "GET", f"/api/v1/packets/{quote(path, safe='/')}", None, context=context
+            )
+        presigned = _json_or_none(answer)
+        url = presigned.get("presignedUrl") if isinstance(presigned, dict) else None
+        if not isinstance(url, str):
+            raise TriggerError(f"{context}: the server sent no presignedUrl")
+        try:
+            response = await self._send(self.http_client.build_request("GET", url), stream=False)
+        except httpx.RequestError as exc:
+            raise UpstreamUnavailableError(f"{context}: {exc!r}") from exc
+        if not response.is_success:
+            raise UpstreamUnavailableError(
+                f"{context}: status {response.status_code}", status=response.status_code
+            )
+        return response.text, response.headers.get("content-type", "application/json")
+
+    async def _run_events(
+        self, runs: RunSubscription[Run], drain_timeout: float, max_buffered: int
+    ) -> AsyncGenerator[RunEvent, None]:
+        queue: asyncio.Queue[RunEvent | BaseException | None] = asyncio.Queue(max_buffered)
+        readers: dict[str, asyncio.Task[None]] = {}
+
+        async def read(key: str, run: Run) -> None:
+            error: TriggerError | None = None
+            try:
+                async with self.read_stream(run.id, key) as parts:
+                    async for part in parts:
+                        await queue.put(StreamChunk(key, part, run))
+            except TriggerError as exc:
+                error = exc
+            await queue.put(StreamEnded(key, error))
+
+        async def follow() -> None:
+            try:
+                async with runs:
+                    async for run in runs:
+                        await queue.put(RunUpdate(run))
+                        for key in run.stream_keys():
+                            if key not in readers:
+                                readers[key] = asyncio.create_task(read(key, run))
+            except Exception as exc:
+                await queue.put(exc)
+            await queue.put(None)  # the run subscription is over
+
+        follower = asyncio.create_task(follow())
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None
+        try:
+            while True:
+                if (
+                    deadline is not None
+                    and queue.empty()
+                    and all(task.done() for task in readers.values())
+                ):
+                    return
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        item = await queue.get()
+                except TimeoutError:
+                    logger.debug("Run streams still open after the drain time: closing them")
+                    return
+                if item is None:
+                    deadline = loop.time() + drain_timeout
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            tasks = [follower, *readers.values()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
     # -- input streams -------------------------------------------------------------------------
 
     async def send_input(self, run_id: str, stream_id: str, data: Any) -> Any:
@@ -474,15 +1038,17 @@ class TriggerClient:
         :class:`UnprocessableEntityError`, :class:`AuthenticationError` or
         :class:`PermissionDeniedError`.
         """
-        if not run_id or not stream_id:
-            raise ValueError("run_id and stream_id are required to send input")
+        path = (
+            f"/realtime/v1/streams/{path_segment(run_id, 'run_id')}"
+            f"/input/{path_segment(stream_id, 'input stream id')}"
+        )
         try:
             body = _dumps({"data": data})
         except (TypeError, ValueError) as exc:
             raise TypeError(f"Input stream data must be JSON-serialisable: {exc}") from exc
         response = await self._request(
             "POST",
-            f"/realtime/v1/streams/{run_id}/input/{stream_id}",
+            path,
             body,
             context=f"Could not send to input stream {run_id}/{stream_id}",
         )
@@ -508,8 +1074,7 @@ class TriggerClient:
         Further trigger options may be passed as keyword arguments, in snake_case or camelCase
         (``max_attempts=3``, ``queue={"name": "q"}``, ``concurrency_key="k"``).
         """
-        if not task_id:
-            raise ValueError("task_id is required to trigger a task")
+        task_segment = path_segment(task_id, "task_id")
         trigger_options: dict[str, Any] = {"payloadType": "application/json"}
         for name, value in {
             "idempotencyKey": idempotency_key,
@@ -527,7 +1092,7 @@ class TriggerClient:
             raise TypeError(f"Task payload and options must be JSON-serialisable: {exc}") from exc
         response = await self._request(
             "POST",
-            f"/api/v1/tasks/{quote(task_id, safe=_URI_COMPONENT_SAFE)}/trigger",
+            f"/api/v1/tasks/{task_segment}/trigger",
             body,
             context=f"Could not trigger task {task_id}",
             extra_headers={"x-trigger-realtime-streams-version": stream_version},
@@ -631,9 +1196,13 @@ class TriggerClient:
         last_status: int | None = None
         for attempt in range(1, self._max_request_attempts + 1):
             try:
-                response = await self.http_client.request(
-                    method, url, content=body, headers=headers, follow_redirects=True
+                response = await self._send(
+                    self.http_client.build_request(method, url, content=body, headers=headers),
+                    stream=False,
                 )
+            except _RetryableFailure as exc:
+                last_failure = str(exc)
+                last_status = None
             except httpx.RequestError as exc:
                 last_failure = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 last_status = None
@@ -676,7 +1245,36 @@ class TriggerClient:
         return error
 
 
-_URI_COMPONENT_SAFE: Final = "!*'()"
+# RFC 3986 path-segment characters kept as they are (pchar: sub-delims, ":" and "@"; ";" is
+# left out, as some servers cut path parameters at it); everything else is percent-encoded,
+# "%" and "/" included, so an id can neither add a path segment nor smuggle an escape.
+_PATH_SAFE: Final = "!$&'()*+,=:@"
+_CONTROL_CHARACTER: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def path_segment(value: object, name: str) -> str:
+    """``value`` percent-encoded as one URL path segment, or a ``ValueError`` saying why not.
+
+    The client puts run ids, stream keys, input stream ids and task ids into URL paths itself,
+    so it checks them itself: not empty, no control characters (a trailing newline included),
+    valid Unicode, not ``.`` or ``..`` (which URL normalisation would drop or climb out of).
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, not {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name} must not be empty")
+    bad = _CONTROL_CHARACTER.search(value)
+    if bad:
+        raise ValueError(
+            f"{name} {value!r} contains a control character ({bad.group()!r} at position "
+            f"{bad.start()})"
+        )
+    if value in (".", ".."):
+        raise ValueError(f"{name} {value!r} is not usable in a URL path (a dot segment)")
+    try:
+        return quote(value, safe=_PATH_SAFE)
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} {value!r} is not valid Unicode text") from None
 
 
 def _camel(name: str) -> str:
@@ -705,7 +1303,7 @@ def _should_retry(response: httpx.Response) -> bool:
 def _json_or_none(response: httpx.Response) -> Any:
     try:
         return response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -743,11 +1341,7 @@ def _v2_parts(event: ServerSentEvent, state: _StreamState) -> Iterator[StreamPar
         # The SSE id is "<last seq_num in batch>,<count>,<bytes>": resume after the batch.
         # Only ever forward: a bogus id must not make a resume replay what was delivered.
         match = _SEQ_PREFIX.match(event.id or "")
-        if match and (
-            state.cursor is None
-            or not state.cursor.isdigit()
-            or int(match.group(1)) > int(state.cursor)
-        ):
+        if match and _is_later(match.group(1), state.cursor):
             state.cursor = match.group(1)
         logger.warning("Skipped a malformed stream batch (cursor now %s)", state.cursor)
         return
@@ -838,7 +1432,7 @@ def _message_from_body(body: bytes, headers: httpx.Headers) -> str:
         return ""
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         parsed = None
     if isinstance(parsed, dict):
         error = parsed.get("error") or parsed.get("message")

@@ -12,6 +12,8 @@ from trigger_django.emulator.tasks import (
     RunContext,
     demo_answer_text,
     demo_answer_tokens,
+    demo_weather_parts,
+    demo_weather_temperature,
     register_task,
 )
 
@@ -23,5 +25,7 @@ __all__ = [
     "RunContext",
     "demo_answer_text",
     "demo_answer_tokens",
+    "demo_weather_parts",
+    "demo_weather_temperature",
     "register_task",
 ]

@@ -3,6 +3,7 @@ writes it (§5): every value a string or null, decoded by the client with ``elec
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -39,9 +40,14 @@ RUN_COLUMNS: tuple[tuple[str, str, int, bool], ...] = (
     ("realtimeStreams", "text", 1, False),
 )
 RESERVED_COLUMNS = frozenset({"id", "taskIdentifier", "friendlyId", "status", "createdAt"})
-#: How long a live request waits for a change before answering ``up-to-date`` (the native
-#: server holds it about 20 s).
+#: How long a live request waits for a change before answering ``up-to-date``: the native
+#: server holds it 20 s, jittered by ±15 % per request (``#jitteredTimeout``).
 LIVE_HOLD_SECONDS = 20.0
+LIVE_HOLD_JITTER = 0.15
+
+
+def live_hold_seconds() -> float:
+    return LIVE_HOLD_SECONDS * (1 - LIVE_HOLD_JITTER + random.random() * 2 * LIVE_HOLD_JITTER)
 
 
 def _timestamp(ms: int | None) -> str | None:
@@ -113,6 +119,7 @@ def change_message(run: Run, operation: str, skip_columns: Iterable[str]) -> dic
 
 
 UP_TO_DATE: dict[str, Any] = {"headers": {"control": "up-to-date"}}
+MUST_REFETCH: dict[str, Any] = {"headers": {"control": "must-refetch"}}
 
 
 def offset_for(run: Run) -> str:

@@ -10,16 +10,19 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from trigger_django.emulator.state import Fault, Stream, now_ms
+from trigger_django.emulator.state import (
+    BATCH_MAX_METERED_BYTES,
+    BATCH_MAX_RECORDS,
+    Fault,
+    Record,
+    Stream,
+    now_ms,
+)
 
 SendBytes = Callable[[bytes], Awaitable[None]]
 
-#: Records per v2 ``batch`` event (S2 itself caps a read at 1000 records).
-V2_BATCH_RECORDS = 1000
 #: Entries per v1 write (Redis' XREAD COUNT is 100; bigger writes only save syscalls).
 V1_BATCH_ENTRIES = 1000
-#: S2's metered size of a record without headers: 8 bytes plus the body.
-_RECORD_OVERHEAD = 8
 
 
 class AbortConnection(Exception):
@@ -61,6 +64,10 @@ async def serve_stream(session: ReadSession, send: SendBytes) -> None:
     metered = 0
     v1_buffer = ""
     v1_last_id = "0"
+    # v2: S2 reads what was written before the session reached the tail as catch-up batches
+    # without ``tail``; once caught up it announces the tail in a ping and then sends each new
+    # batch with ``tail`` (s2-lite ``backend/read.rs``, ``read_session``).
+    following = False
     idle_deadline = loop.time() + session.idle_timeout
     last_sent = loop.time()
 
@@ -70,21 +77,16 @@ async def serve_stream(session: ReadSession, send: SendBytes) -> None:
             if drop_after is not None and delivered >= drop_after:
                 raise InjectedDrop(f"injected drop after {delivered} records")
             if cursor < len(stream.records):
-                limit = V2_BATCH_RECORDS if v2 else V1_BATCH_ENTRIES
+                limit = BATCH_MAX_RECORDS if v2 else V1_BATCH_ENTRIES
                 if drop_after is not None:
                     limit = min(limit, drop_after - delivered)
-                batch = stream.records[cursor : cursor + limit]
-                cursor += len(batch)
-                delivered += len(batch)
                 if v2:
+                    batch, batch_bytes = v2_batch(stream.records, cursor, limit)
                     count += len(batch)
-                    metered += sum(_RECORD_OVERHEAD + len(record.text.encode()) for record in batch)
-                    fragments = ",".join(record.v2_fragment() for record in batch)
-                    frame = (
-                        f"event: batch\nid: {batch[-1].seq},{count},{metered}\n"
-                        f'data: {{"records":[{fragments}]}}\n\n'
-                    )
+                    metered += batch_bytes
+                    frame = v2_batch_frame(batch, count, metered, tail=following)
                 else:
+                    batch = stream.records[cursor : cursor + limit]
                     pieces: list[str] = []
                     for record in batch:
                         v1_buffer += record.text
@@ -96,6 +98,8 @@ async def serve_stream(session: ReadSession, send: SendBytes) -> None:
                             f"id: {entry_id}\ndata: {line}\n\n" for line in lines if line.strip()
                         )
                     frame = "".join(pieces)
+                cursor += len(batch)
+                delivered += len(batch)
                 if frame:
                     await send(frame.encode())
                 now = loop.time()
@@ -106,6 +110,11 @@ async def serve_stream(session: ReadSession, send: SendBytes) -> None:
             now = loop.time()
             if now >= idle_deadline:
                 break
+            if v2 and not following:
+                # Caught up: S2 enters follow mode with a heartbeat carrying the tail.
+                following = True
+                await send(v2_ping_frame(stream.records))
+                last_sent = now
             wake_at = min(idle_deadline, last_sent + session.ping_interval)
             changed = stream.changed()
             await asyncio.wait(
@@ -122,7 +131,7 @@ async def serve_stream(session: ReadSession, send: SendBytes) -> None:
                 raise AbortConnection("the emulator is shutting down")
             if cursor >= len(stream.records) and loop.time() >= last_sent + session.ping_interval:
                 if v2:
-                    await send(f'event: ping\ndata: {{"timestamp":{now_ms()}}}\n\n'.encode())
+                    await send(v2_ping_frame(stream.records))
                 else:
                     await send(b": ping\n\n")
                 last_sent = loop.time()
@@ -134,6 +143,53 @@ async def serve_stream(session: ReadSession, send: SendBytes) -> None:
     elif v1_buffer.strip():
         # The Redis reader flushes a trailing partial line, trimmed, with the last id.
         await send(f"id: {v1_last_id}\ndata: {v1_buffer.strip()}\n\n".encode())
+
+
+def v2_batch(records: list[Record], start: int, limit: int) -> tuple[list[Record], int]:
+    """The records of the next S2 batch from ``start`` and their metered bytes.
+
+    A batch closes at ``limit`` (at most 1,000) records, or before the record that would take
+    it past 1 MiB metered; a record of up to 1 MiB still goes alone
+    (``s2_common::caps::RECORD_BATCH_MAX``).
+    """
+    end = min(len(records), start + limit)
+    total = 0
+    index = start
+    while index < end:
+        size = records[index].metered
+        if index > start and total + size > BATCH_MAX_METERED_BYTES:
+            break
+        total += size
+        index += 1
+    return records[start:index], total
+
+
+def _position(records: list[Record], upto: int) -> str:
+    """S2's ``StreamPosition`` after the first ``upto`` records: the next seq_num and the
+    timestamp of the last record (0 for an empty stream)."""
+    timestamp = records[upto - 1].timestamp if upto else 0
+    return f'{{"seq_num":{upto},"timestamp":{timestamp}}}'
+
+
+def v2_batch_frame(batch: list[Record], count: int, metered: int, *, tail: bool) -> str:
+    """``event: batch`` with ``id: <last seq>,<records so far>,<metered bytes so far>``;
+    live batches (``tail``) carry the position after their last record, as s2-lite's follow
+    mode sends them."""
+    fragments = ",".join(record.v2_fragment() for record in batch)
+    last = batch[-1]
+    tail_json = f',"tail":{{"seq_num":{last.seq + 1},"timestamp":{last.timestamp}}}' if tail else ""
+    return (
+        f"event: batch\nid: {last.seq},{count},{metered}\n"
+        f'data: {{"records":[{fragments}]{tail_json}}}\n\n'
+    )
+
+
+def v2_ping_frame(records: list[Record]) -> bytes:
+    """``event: ping`` with the time and the stream's tail (s2 ``PingEventData``)."""
+    return (
+        f'event: ping\ndata: {{"timestamp":{now_ms()},"tail":{_position(records, len(records))}}}'
+        "\n\n"
+    ).encode()
 
 
 async def _pause(session: ReadSession, seconds: float) -> bool:

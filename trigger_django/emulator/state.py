@@ -10,21 +10,57 @@ import asyncio
 import json
 import secrets
 import time
+import traceback
 from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 StreamVersion = Literal["v1", "v2"]
-FaultKind = Literal["drop", "status", "stall", "malformed"]
+FaultKind = Literal["drop", "status", "stall", "malformed", "must-refetch"]
 
-FAULT_KINDS: tuple[str, ...] = ("drop", "status", "stall", "malformed")
+FAULT_KINDS: tuple[str, ...] = ("drop", "status", "stall", "malformed", "must-refetch")
+#: The fault key of a run's Electric shape (``GET /realtime/v1/runs/{run}``), as opposed to a
+#: stream name. Shape faults: ``must-refetch`` and ``status``.
+RUN_SHAPE_KEY = "$shape"
+SHAPE_FAULT_KINDS: tuple[str, ...] = ("must-refetch", "status")
+#: Statuses a run can be put in while it is not finished (the DB statuses of §5.4).
+OPEN_STATUSES = frozenset(
+    {
+        "PENDING",
+        "PENDING_VERSION",
+        "WAITING_FOR_DEPLOY",
+        "DELAYED",
+        "DEQUEUED",
+        "EXECUTING",
+        "RETRYING_AFTER_FAILURE",
+        "PAUSED",
+        "WAITING_TO_RESUME",
+    }
+)
 MALFORMED_VARIANTS: tuple[str, ...] = ("all", "garbage", "invalid_json", "non_json_body")
 FINISHED_STATUSES = frozenset(
-    {"COMPLETED_SUCCESSFULLY", "COMPLETED_WITH_ERRORS", "CANCELED", "SYSTEM_FAILURE", "CRASHED"}
+    {
+        "COMPLETED_SUCCESSFULLY",
+        "COMPLETED_WITH_ERRORS",
+        "CANCELED",
+        "SYSTEM_FAILURE",
+        "CRASHED",
+        "INTERRUPTED",
+        "EXPIRED",
+        "TIMED_OUT",
+    }
 )
 INPUT_STREAM_PREFIX = "$trigger.input:"
 REQUEST_LOG_LIMIT = 100_000
+#: S2's metered size of a record: 8 bytes, plus 2 per header, plus the header names and values,
+#: plus the body (``s2_common::record`` ``EnvelopeRecord::metered_size``). Emulated records
+#: carry no headers.
+RECORD_OVERHEAD_BYTES = 8
+#: S2's per-record and per-batch limits (``s2_common::caps::RECORD_BATCH_MAX``).
+RECORD_MAX_METERED_BYTES = 1024 * 1024
+BATCH_MAX_RECORDS = 1000
+BATCH_MAX_METERED_BYTES = 1024 * 1024
 
 
 _JS_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -43,6 +79,40 @@ def nanoid(size: int = 7) -> str:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def task_run_error(error: Any) -> Any:
+    """The error as a ``TaskRunError`` (the shape the SDK validates run errors against)."""
+    if isinstance(error, BaseException):
+        return {
+            "type": "BUILT_IN_ERROR",
+            "name": type(error).__name__,
+            "message": str(error),
+            "stackTrace": "".join(traceback.format_exception(error)),
+        }
+    if isinstance(error, str):
+        return {"type": "STRING_ERROR", "raw": error}
+    if isinstance(error, dict) and "type" in error:
+        return error
+    return {"type": "CUSTOM_ERROR", "raw": js_json(error)}
+
+
+class RecordTooLargeError(ValueError):
+    """A v2 record whose S2 metered size would pass 1 MiB; S2 refuses it, so nothing is stored.
+
+    ``message`` is the wording of the real server's append route (413);
+    ``s2_message`` is S2's own (what a direct S2 append gets, 422).
+    """
+
+    def __init__(self, metered_bytes: int) -> None:
+        self.metered_bytes = metered_bytes
+        self.message = (
+            f"Record metered size {metered_bytes} bytes exceeds the S2 per-record limit of "
+            f"{RECORD_MAX_METERED_BYTES} bytes. Reduce tool-output size or split into smaller "
+            "parts."
+        )
+        self.s2_message = "record must have metered size less than 1 MiB"
+        super().__init__(self.message)
 
 
 @dataclass(slots=True)
@@ -69,6 +139,8 @@ class Record:
     text: str
     client_id: str = ""
     chunk_index: int = 0
+    #: S2's metered size of this record (v2 runs): 8 plus the UTF-8 body length.
+    metered: int = 0
     _v2_fragment: str | None = None
 
     @property
@@ -109,7 +181,14 @@ class Stream:
         return key
 
     def append_text(self, text: str, *, client_id: str = "", chunk_index: int = 0) -> Record:
-        """Store ``text`` verbatim as one entry (v1 raw NDJSON or a v2 record body)."""
+        """Store ``text`` verbatim as one entry (v1 raw NDJSON or a v2 record body).
+
+        On a v2 run a body whose metered size would pass 1 MiB raises
+        :class:`RecordTooLargeError` and stores nothing, as S2 refuses it.
+        """
+        metered = RECORD_OVERHEAD_BYTES + len(text.encode())
+        if self.version == "v2" and metered > RECORD_MAX_METERED_BYTES:
+            raise RecordTooLargeError(metered)
         ms = now_ms()
         record = Record(
             seq=len(self.records),
@@ -118,6 +197,7 @@ class Stream:
             text=text,
             client_id=client_id,
             chunk_index=chunk_index,
+            metered=metered,
         )
         self.records.append(record)
         if client_id:
@@ -152,12 +232,16 @@ class Stream:
         # v2: one record per line. Lines split across body reads (or across POSTs of one
         # writer) are re-joined, as the v1 reader does.
         lines = (self.pending_lines.pop(client_id, "") + text).split("\n")
-        if lines[-1]:
-            self.pending_lines[client_id] = lines[-1]
         for line in lines[:-1]:
             if line.strip():
                 self.append_json_line(line, client_id=client_id, chunk_index=chunk_index)
         self.last_chunk_index[client_id] = chunk_index
+        if lines[-1]:
+            pending = RECORD_OVERHEAD_BYTES + len(lines[-1].encode())
+            if pending > RECORD_MAX_METERED_BYTES:
+                # Its record could never be stored: refuse now instead of buffering more.
+                raise RecordTooLargeError(pending)
+            self.pending_lines[client_id] = lines[-1]
 
     def v1_start(self, last_event_id: str | None) -> int:
         """Index of the first entry strictly after a Redis stream id (``"2"`` means ``2-0``)."""
@@ -241,11 +325,20 @@ class Run:
     internal_id: str = field(default_factory=lambda: "cm" + secrets.token_hex(12))
     number: int = 0
     updated_at: int = field(default_factory=now_ms)
-    #: Bumped on every change a run subscription shows (status, metadata, streams, output).
+    #: Bumped on every change a run subscription shows (status, metadata, tags, streams,
+    #: output, error, completion).
     revision: int = 0
     completed_at: int | None = None
+    #: Bumped by a ``must-refetch`` fault: the shape gets a new handle.
+    shape_generation: int = 0
     task: asyncio.Task[None] | None = None
     _watchers: set[asyncio.Future[None]] = field(default_factory=set)
+
+    @property
+    def shape_handle(self) -> str:
+        """The Electric handle of this run's shape (the native server's ``run-<id>``)."""
+        base = f"run-{self.internal_id}"
+        return base if self.shape_generation == 0 else f"{base}-{self.shape_generation}"
 
     @property
     def is_finished(self) -> bool:
@@ -267,10 +360,36 @@ class Run:
         self.metadata.update(values)
         self.touch()
 
+    def replace_metadata(self, metadata: dict[str, Any]) -> None:
+        self.metadata = metadata
+        self.touch()
+
+    def set_status(self, status: str) -> None:
+        """Move an unfinished run to another unfinished status (use ``finish`` to end it)."""
+        if status not in OPEN_STATUSES:
+            raise ValueError(
+                f"Unknown or final run status {status!r}; expected one of "
+                f"{sorted(OPEN_STATUSES)} (finish a run with complete or fail)."
+            )
+        if self.is_finished or self.status == status:
+            return
+        self.status = status
+        self.touch()
+
+    def add_tags(self, tags: list[str]) -> None:
+        new = [tag for tag in tags if tag not in self.tags]
+        if new:
+            self.tags.extend(new)
+            self.touch()
+
     def touch(self) -> None:
         """Record a change and wake run subscriptions."""
         self.revision += 1
         self.updated_at = max(now_ms(), self.updated_at)
+        self.wake_shapes()
+
+    def wake_shapes(self) -> None:
+        """Wake parked live shape requests (a change, or a shape fault to answer)."""
         for watcher in list(self._watchers):
             if not watcher.done():
                 watcher.set_result(None)
@@ -322,6 +441,7 @@ class Run:
             "error": self.error,
             "number": self.number,
             "revision": self.revision,
+            "shapeHandle": self.shape_handle,
             "createdAt": self.created_at,
             "completedAt": self.completed_at,
         }
@@ -348,6 +468,8 @@ class LoggedRequest:
     auth: str
     jwt_scopes: list[str] | None
     status: int | None = None
+    #: True while the request is being served (a stream read stays open until it ends).
+    open: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -359,6 +481,7 @@ class LoggedRequest:
             "auth": self.auth,
             "jwt_scopes": self.jwt_scopes,
             "status": self.status,
+            "open": self.open,
         }
 
 
@@ -394,6 +517,42 @@ class EmulatorState:
             run.task.cancel()
         return run
 
+    def fail_run(self, run_id: str, error: Any) -> Run:
+        """Mark the run ``COMPLETED_WITH_ERRORS`` with ``error`` (a ``TaskRunError`` object, or
+        any value, wrapped as the SDK's error shapes), cancelling its simulated task."""
+        run = self.runs[run_id]
+        run.finish("COMPLETED_WITH_ERRORS", error=task_run_error(error))
+        if run.task is not None and not run.task.done():
+            run.task.cancel()
+        return run
+
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: Any = None,
+        metadata: Any = None,
+        tags: Any = None,
+    ) -> Run:
+        """Change an unfinished run as a task would: its status, metadata (merged), tags (added);
+        each change is one update of the run shape."""
+        run = self.runs[run_id]
+        if status is not None:
+            if not isinstance(status, str):
+                raise TypeError("status must be a string.")
+            run.set_status(status)
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise TypeError("metadata must be an object.")
+            run.set_metadata(metadata)
+        if tags is not None:
+            if isinstance(tags, str):
+                tags = [tags]
+            if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+                raise TypeError("tags must be a string or a list of strings.")
+            run.add_tags(tags)
+        return run
+
     # -- faults -----------------------------------------------------------------------------
 
     def inject_fault(
@@ -415,6 +574,13 @@ class EmulatorState:
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"Unknown fault kind {kind!r}; expected one of {FAULT_KINDS}.")
+        if key == RUN_SHAPE_KEY and kind not in SHAPE_FAULT_KINDS:
+            raise ValueError(
+                f"Fault kind {kind!r} does not apply to a run shape; expected one of "
+                f"{SHAPE_FAULT_KINDS}."
+            )
+        if kind == "must-refetch" and key != RUN_SHAPE_KEY:
+            raise ValueError(f"Fault kind 'must-refetch' applies to key {RUN_SHAPE_KEY!r} only.")
         if times < 1:
             raise ValueError("times must be at least 1.")
         if after < 0:
@@ -437,7 +603,14 @@ class EmulatorState:
             body=body,
         )
         self.faults.setdefault((run_id, key), []).append(fault)
+        run = self.runs.get(run_id)
+        if key == RUN_SHAPE_KEY and run is not None:
+            # A parked live request answers the fault at once, so its place is deterministic.
+            run.wake_shapes()
         return fault
+
+    def has_fault(self, run_id: str, key: str) -> bool:
+        return bool(self.faults.get((run_id, key)))
 
     def take_fault(self, run_id: str, key: str) -> Fault | None:
         pending = self.faults.get((run_id, key))

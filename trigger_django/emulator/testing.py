@@ -2,17 +2,21 @@
 
 >>> with EmulatorProcess(secret_key="tr_dev_…", stream_version="v2") as emulator:
 ...     run_id, token = emulator.trigger("echo-parts", {"parts": [1, 2, 3]})
+
+The child is ``python -m trigger_django.emulator``: it needs only the installed package, not a
+project or a repository checkout.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -21,7 +25,9 @@ import httpx
 
 from trigger_django.emulator.server import LISTENING_MESSAGE
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Imported by the child so that scripted runs work (trigger_django/testing/scripted.py).
+SCRIPTED_TASKS_MODULE = "trigger_django.testing.scripted"
+_SCRIPTS_DIR_ENV = "TRIGGER_DJANGO_EMULATOR_SCRIPTS"
 _LISTENING_PREFIX = LISTENING_MESSAGE.split("{", 1)[0]
 _T = TypeVar("_T")
 
@@ -30,8 +36,16 @@ class EmulatorError(RuntimeError):
     """The emulator process could not start, or a control call failed."""
 
 
+Steps = Sequence[Mapping[str, Any]]
+
+
 class EmulatorProcess:
-    """``python manage.py trigger_emulator --port 0`` in a child process, plus control helpers."""
+    """``python -m trigger_django.emulator --port 0`` in a child process, plus control helpers.
+
+    ``cwd`` is the child's working directory (default: the current one), from which
+    ``--tasks-module`` modules are imported. The child runs without Django settings (the
+    emulator needs neither a database nor a URLconf).
+    """
 
     def __init__(
         self,
@@ -40,13 +54,13 @@ class EmulatorProcess:
         extra_args: Iterable[str] = (),
         *,
         startup_timeout: float = 30.0,
-        manage_py: Path | None = None,
+        cwd: str | Path | None = None,
     ) -> None:
         self.secret_key = secret_key
         self.stream_version = stream_version
         self.extra_args = tuple(extra_args)
         self.startup_timeout = startup_timeout
-        self.manage_py = manage_py or REPO_ROOT / "manage.py"
+        self.cwd = Path(cwd) if cwd is not None else Path.cwd()
         self.url = ""
         self._process: subprocess.Popen[bytes] | None = None
         self._output_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -59,10 +73,13 @@ class EmulatorProcess:
             raise EmulatorError("The emulator is already started.")
         # Files, not pipes: nobody drains a pipe while tests run, and a full pipe blocks the child.
         self._output_dir = tempfile.TemporaryDirectory(prefix="trigger-emulator-")
+        self._path("scripts").mkdir()
         command = [
             sys.executable,
-            str(self.manage_py),
-            "trigger_emulator",
+            "-m",
+            "trigger_django.emulator",
+            "--tasks-module",
+            SCRIPTED_TASKS_MODULE,
             "--port",
             "0",
             "--secret-key",
@@ -73,12 +90,17 @@ class EmulatorProcess:
         ]
         # The emulator is test infrastructure, not code under test: asyncio debug mode (which
         # PYTHONDEVMODE turns on) would only make it several times slower.
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONDEVMODE"}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("PYTHONDEVMODE", "DJANGO_SETTINGS_MODULE")
+        }
         env["PYTHONUNBUFFERED"] = "1"
+        env[_SCRIPTS_DIR_ENV] = str(self._path("scripts"))
         with self._path("stdout").open("ab") as stdout, self._path("stderr").open("ab") as stderr:
             self._process = subprocess.Popen(
                 command,
-                cwd=self.manage_py.parent,
+                cwd=self.cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,
@@ -165,6 +187,34 @@ class EmulatorProcess:
         self._check(response)
         return str(response.json()["id"]), response.headers["x-trigger-jwt"]
 
+    def script_task(self, task_id: str, steps: Steps | Any) -> None:
+        """Make every run of ``task_id`` triggered from now on play ``steps`` (a
+        :class:`trigger_django.testing.Script` or a list of step dicts, see
+        ``trigger_django/testing/scripted.py``) instead of staying ``EXECUTING``."""
+        from trigger_django.testing.scripted import check_steps, script_path
+
+        checked = check_steps(_steps(steps))
+        target = script_path(self._path("scripts"), task_id)
+        # Written whole, then renamed: a trigger never reads half a script.
+        partial = target.with_suffix(".partial")
+        partial.write_text(json.dumps({"steps": checked}))
+        partial.replace(target)
+
+    def unscript_task(self, task_id: str) -> None:
+        """Forget the script of ``task_id``; its later runs stay ``EXECUTING`` again."""
+        from trigger_django.testing.scripted import script_path
+
+        script_path(self._path("scripts"), task_id).unlink(missing_ok=True)
+
+    def trigger_script(
+        self, steps: Steps | Any, *, stream_version: str | None = None
+    ) -> tuple[str, str]:
+        """Trigger a run that plays ``steps``; returns ``(run_id, public_token)``."""
+        from trigger_django.testing.scripted import SCRIPT_TASK, check_steps
+
+        payload = {"steps": check_steps(_steps(steps))}
+        return self.trigger(SCRIPT_TASK, payload, stream_version=stream_version)
+
     def inject_fault(self, run_id: str, key: str, kind: str, **options: Any) -> None:
         """See docs/emulator.md: kinds ``drop``, ``status``, ``stall``, ``malformed``."""
         response = self.client.post(
@@ -248,3 +298,7 @@ class EmulatorProcess:
         if self._output_dir is not None:
             self._output_dir.cleanup()
             self._output_dir = None
+
+
+def _steps(steps: Steps | Any) -> list[dict[str, Any]]:
+    return [dict(step) for step in getattr(steps, "steps", steps)]

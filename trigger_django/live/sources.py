@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Hashable
 from trigger_django.client import StreamPart
 from trigger_django.live.hub import Item
 from trigger_django.live.protocol import cursor_key, encode_part, is_cursor, upstream_error
+from trigger_django.streams import ChunkCheck
 from trigger_django.upstream import get_client, mint_public_token
 
 __all__ = ["STALL_MARGIN", "TOKEN_REFRESH_MARGIN", "OutputStream", "minted_tokens", "token_for"]
@@ -79,12 +80,15 @@ class OutputStream:
             stall_timeout=idle_timeout + STALL_MARGIN,
             refresh_token=refresh_token,
         )
+        # A defined stream's type is checked; a misfit is logged once and sent all the same.
+        check = ChunkCheck.for_key(self.stream_key, run_id)
         previous_id: str | None = None
         entry_before = resume
         occurrence = 0
         last: tuple[int, ...] = (0,)
         async with contextlib.aclosing(stream):  # type: ignore[type-var]
             async for part in stream:
+                check(part.chunk)
                 part_id = part.id
                 v1 = "-" in part_id
                 # A v1 entry holding several lines yields several parts with one id: number

@@ -4,7 +4,8 @@
  * a form mirrors useInputStreamSend's states on its root element:
  *   data-ready                 the run is known and the page can send (isReady)
  *   data-state="ready"         idle
- *   data-state="sending"       a send is in flight (isLoading): buttons disabled, aria-busy="true"
+ *   data-state="sending"       a send is in flight (isLoading): buttons disabled, aria-busy="true",
+ *                              the role="status" element says "Sending…" (data-sending-message)
  *   data-state="sent"          the run received the input; the status element says so
  *   data-state="error"         the send failed; the role="alert" element says why (error)
  * and dispatches bubbling CustomEvents on the form: "trigger:sent" (detail: runId, streamId,
@@ -70,7 +71,9 @@
       return;
     }
     element.textContent = text;
-    element.hidden = !text;
+    // A live region (role="status") stays in the page, empty, so that its changes are announced;
+    // hiding it would take it out of the accessibility tree.
+    element.hidden = !text && element.getAttribute("role") !== "status";
   }
 
   function csrfToken(form) {
@@ -177,6 +180,7 @@
     form.setAttribute("aria-busy", "true");
     setDisabled(form, true);
     show(alertElement(form), "");
+    show(statusElement(form), form.getAttribute("data-sending-message") || "Sending…");
     // getAttribute, not form.action: a field named "action" would shadow the property.
     fetch(form.getAttribute("action") || window.location.href, {
       method: "POST",
@@ -215,6 +219,27 @@
     event.preventDefault();
     if (form.getAttribute("data-state") !== "sending") {
       send(form, event.submitter);
+    }
+  });
+
+  // The form follows its run (a hidden run subscription inside it, served by
+  // trigger-django.js): once the run has finished, nothing can be sent to it any more.
+  function close(form, run) {
+    if (form.getAttribute("data-state") === "closed") {
+      return;
+    }
+    setDisabled(form, true);
+    form.setAttribute("data-state", "closed");
+    form.setAttribute("aria-disabled", "true");
+    show(statusElement(form), "This run has finished (" + run.label + "); it no longer accepts input.");
+    emit(form, "trigger:closed", detailBase(form));
+  }
+
+  document.addEventListener("trigger:run", function (event) {
+    var form = event.target.closest ? event.target.closest(FORM_SELECTOR) : null;
+    var run = event.detail && event.detail.run;
+    if (form && run && run.finished && form.getAttribute("data-state") !== "sent") {
+      close(form, run);
     }
   });
 

@@ -1,0 +1,3 @@
+"""One module per resource of the emulated API; the routing table is in ``routes.py``."""
+
+from __future__ import annotations
