@@ -127,6 +127,8 @@ class Row:
     target: str = ""
     met: bool | None = None
     note: str = ""
+    #: The baseline's unit when it differs from the figure's.
+    baseline_unit: str = ""
 
 
 class Report:
@@ -154,7 +156,7 @@ HEADER = f"{'sc':4} {'metric':44} {'through daphne':>18} {'baseline':>30} {'targ
 
 
 def print_row(row: Row) -> None:
-    baseline = fmt(row.baseline, row.unit) + (
+    baseline = fmt(row.baseline, row.baseline_unit or row.unit) + (
         f" ({row.baseline_label})" if row.baseline_label else ""
     )
     met = "" if row.met is None else ("yes" if row.met else "NO")
@@ -829,10 +831,11 @@ async def scenario_5(stack: Stack, report: Report, quick: bool, clients: int) ->
             per_socket_kb,
             "KB",
             rss0 / 2**20,
-            "daphne RSS before, MB",
+            "daphne RSS before",
             "≤ 48 KB",
             per_socket_kb <= 48,
             f"{open_reads} upstream reads open; {left} left after close",
+            baseline_unit="MB",
         )
     )
 
@@ -860,6 +863,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> Report:
             print(HEADER, flush=True)
             print("-" * len(HEADER))
             for name in args.scenario:
+                # The machine is shared: say how busy it was, beside the figures.
+                load = os.getloadavg()[0]
+                report.extra.setdefault("load_average_1min", {})[name] = load
+                print(f"-- scenario {name} (load average {load:.1f} on {os.cpu_count()} CPUs)")
                 if name == "1":
                     await scenario_1(stack, report, args.quick)
                 elif name == "2":
