@@ -256,8 +256,12 @@ class Stack:
     def wait_finished(self, run_ids: list[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for run_id in run_ids:
+
+            def finished(r: str = run_id) -> bool:
+                return bool(self.emulator.run(r)["status"] != "EXECUTING")
+
             self.emulator.wait_for(
-                lambda r=run_id: self.emulator.run(r)["status"] != "EXECUTING",
+                finished,
                 max(1.0, deadline - time.monotonic()),
                 interval=0.1,
             )
@@ -336,7 +340,7 @@ class ClientProcesses:
         self.workdir = workdir
         self.processes: list[asyncio.subprocess.Process] = []
         self.results: list[dict[str, Any]] = []
-        self.specs = []
+        self.specs: list[dict[str, Any]] = []
         for k in range(count):
             chosen = pages[k::count]
             # Pages alternate between the daphnes (several workers behind one address).
@@ -435,7 +439,7 @@ def page_specs(
 
 
 def collect(results: list[dict[str, Any]], expected: int, correctness: Correctness) -> list[float]:
-    latencies = []
+    latencies: list[float] = []
     for viewer in results:
         numbers = [p[0] for p in viewer["parts"]]
         correctness.add(numbers, expected, viewer.get("error"))

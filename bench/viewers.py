@@ -267,8 +267,8 @@ async def serve_spec(spec: dict[str, Any], result_path: str) -> None:
                 return
 
     commands = asyncio.create_task(read_commands())
-    waiter = asyncio.create_task(subscribed.wait())
-    everything = asyncio.gather(*tasks)
+    waiter: asyncio.Future[Any] = asyncio.ensure_future(subscribed.wait())
+    everything: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*tasks))
     await asyncio.wait([waiter, everything], return_when=asyncio.FIRST_COMPLETED)
     print("subscribed", flush=True)
     await everything
