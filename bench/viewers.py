@@ -277,6 +277,8 @@ async def serve_spec(spec: dict[str, Any], result_path: str) -> None:
         "viewers": [viewer_result(v) for c in clients for v in c.page.viewers.values()],
         "connects": sum(c.connects for c in clients),
         "close_codes": [code for c in clients for code in c.close_codes],
+        # So the bench can tell whether the clients, not daphne, were the limit.
+        "cpu_s": time.process_time(),
     }
     Path(result_path).write_text(json.dumps(result))  # noqa: ASYNC240  (nothing else runs now)
     print("done", flush=True)
