@@ -277,6 +277,39 @@ class Stack:
                 interval=0.1,
             )
 
+    def open_daphne_reads(self, run_ids: set[str]) -> tuple[int, int]:
+        """``(open reads, runs with one)`` among daphne's stream reads of ``run_ids``."""
+        opened: dict[str, int] = {}
+        for r in self.emulator.requests():
+            parts = r["path"].split("/")
+            if (
+                r.get("open")
+                and r.get("auth") != "secret"
+                and len(parts) == 6
+                and parts[4] in run_ids
+            ):
+                opened[parts[4]] = opened.get(parts[4], 0) + 1
+        return sum(opened.values()), len(opened)
+
+    async def upstream_settled(self, run_ids: list[str], limit: float = 120) -> int:
+        """Wait until daphne reads every run upstream and no more reads are opening.
+
+        "subscribed" is sent once the upstream read has *started*: the request may still be
+        connecting, and parts written before it connects would arrive as catch-up, counted as
+        latency. Whatever the design (a read per viewer, per stream or per cluster), wait for
+        every run to be read and the number of open reads to stay put for half a second.
+        """
+        wanted = set(run_ids)
+        deadline = time.monotonic() + limit
+        previous = -1
+        while time.monotonic() < deadline:
+            count, runs = await asyncio.to_thread(self.open_daphne_reads, wanted)
+            if runs == len(wanted) and count == previous:
+                return count
+            previous = count if runs == len(wanted) else -1
+            await asyncio.sleep(0.5)
+        raise TimeoutError(f"daphne was not reading all {len(wanted)} runs within {limit} s")
+
     def stream_reads(self, run_id: str) -> int:
         from bench.stack import stream_reads
 
@@ -483,6 +516,7 @@ async def scenario_1(stack: Stack, report: Report, quick: bool) -> None:
         await asyncio.wait_for(ready.wait(), 30)
         if not await poll_until(lambda: client.all_live() or viewing.done(), 30):
             raise RuntimeError(f"the viewer did not subscribe:\n{daphne.log()[-2000:]}")
+        await stack.upstream_settled([run_id])
         await asyncio.to_thread(stack.go, [run_id])
         await asyncio.wait_for(asyncio.gather(viewing, reading), parts / 50 + 60)
     viewer = client.page.viewers["s1"]
@@ -599,10 +633,14 @@ async def many_viewers(
             # Baseline: bare SSE readers of a few of the runs, in this process, under the load.
             sample = run_ids[: min(10, len(run_ids))]
             direct: list[dict[int, float]] = [{} for _ in sample]
+            ready = [asyncio.Event() for _ in sample]
             readers = [
-                asyncio.create_task(direct_read(stack.emulator.url, r, parts, d, asyncio.Event()))
-                for r, d in zip(sample, direct, strict=True)
+                asyncio.create_task(direct_read(stack.emulator.url, r, parts, d, e))
+                for r, d, e in zip(sample, direct, ready, strict=True)
             ]
+            # Reading before the first write, like the viewers (else catch-up counts as latency).
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in ready)), 30)
+            await stack.upstream_settled(run_ids)
             cpu0 = sum(procstat.cpu_seconds(d.pid) for d in daphnes)
             wall0, go_time = time.perf_counter(), time.time()
             await asyncio.to_thread(stack.go, run_ids)
@@ -655,6 +693,8 @@ def delivery_note(summary: dict[str, Any]) -> str:
     """Parts and time, and the busiest client process's CPU over the scenario (its whole life,
     connecting included), so that a client-bound figure shows as such."""
     note = f"{summary['delivered']:,} parts in {summary['span_s']:.1f} s"
+    if summary.get("wall_s"):
+        note += f"; daphne at {summary['daphne_cpu_s'] / summary['wall_s']:.0%} of a core"
     used = [c for c in summary.get("client_cpu_s") or [] if c is not None]
     if used:
         note += f"; busiest client used {max(used):.1f} CPU-s"
