@@ -270,7 +270,12 @@ async def serve_spec(spec: dict[str, Any], result_path: str) -> None:
     waiter: asyncio.Future[Any] = asyncio.ensure_future(subscribed.wait())
     everything: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*tasks))
     await asyncio.wait([waiter, everything], return_when=asyncio.FIRST_COMPLETED)
-    print("subscribed", flush=True)
+    if not subscribed.is_set():
+        # Every page ended before all were live: refused (a close code, an in-band error).
+        errors = {str(v.error) for c in clients for v in c.page.viewers.values() if v.error}
+        print(f"not subscribed: {sorted(errors)[:3]}", flush=True)
+    else:
+        print("subscribed", flush=True)
     await everything
     commands.cancel()
     result = {
