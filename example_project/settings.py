@@ -72,7 +72,9 @@ if os.environ.get("REDIS_URL"):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [os.environ["REDIS_URL"]]},
+            # socket_timeout None: redis-py 8's 5 s default is shorter than channels_redis's
+            # blocking pop, which closes idle sockets with 1011 (docs/deployment.md).
+            "CONFIG": {"hosts": [{"address": os.environ["REDIS_URL"], "socket_timeout": None}]},
         }
     }
 

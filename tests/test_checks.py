@@ -87,3 +87,94 @@ def test_default_permission_hook_in_production(configured_settings):
 
 def owner_only(user, run_id, action):
     return False
+
+
+REDIS_URL = "redis://127.0.0.1:6390/0"
+
+
+def redis_layer(*hosts):
+    return {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": list(hosts)},
+        }
+    }
+
+
+def redis_py_major() -> int:
+    from importlib import metadata
+
+    return int(metadata.version("redis").split(".")[0])
+
+
+@pytest.mark.skipif(redis_py_major() < 8, reason="redis-py < 8 has no read timeout by default")
+@pytest.mark.parametrize(
+    "host",
+    [
+        REDIS_URL,
+        {"address": REDIS_URL},
+        {"address": REDIS_URL, "socket_timeout": 5},
+        {"address": REDIS_URL + "?socket_timeout=5", "socket_timeout": None},
+        ("127.0.0.1", 6390),
+    ],
+)
+def test_redis_layer_with_redis_py_8s_read_timeout(configured_settings, host):
+    configured_settings.CHANNEL_LAYERS = redis_layer(host)
+    messages = [m for m in run_checks() if m.id == "trigger_django.W008"]
+    assert len(messages) == 1
+    assert "socket_timeout of 5 s" in messages[0].msg
+    assert "'socket_timeout': None" in messages[0].hint
+
+
+def test_redis_layer_with_a_password_does_not_show_it(configured_settings):
+    if redis_py_major() < 8:
+        pytest.skip("redis-py < 8 has no read timeout by default")
+    configured_settings.CHANNEL_LAYERS = redis_layer("redis://:hunter2-secret@127.0.0.1:6390/0")
+    (message,) = [m for m in run_checks() if m.id == "trigger_django.W008"]
+    assert "hunter2-secret" not in message.msg
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        redis_layer({"address": REDIS_URL, "socket_timeout": None}),  # the documented config
+        redis_layer({"address": REDIS_URL, "socket_timeout": 30}),
+        {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}},
+        {
+            "default": {
+                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "CONFIG": {"hosts": [REDIS_URL]},
+            }
+        },
+    ],
+)
+def test_working_layers_pass_the_redis_timeout_check(configured_settings, layers):
+    configured_settings.CHANNEL_LAYERS = layers
+    assert "trigger_django.W008" not in check_ids()
+
+
+def test_the_example_projects_redis_layer_passes_the_check(configured_settings, monkeypatch):
+    import importlib
+
+    import example_project.settings as example
+
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    try:
+        layers = importlib.reload(example).CHANNEL_LAYERS
+    finally:
+        monkeypatch.delenv("REDIS_URL")
+        importlib.reload(example)
+    assert layers["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    configured_settings.CHANNEL_LAYERS = layers
+    assert "trigger_django.W008" not in check_ids()
+
+
+def test_the_docs_show_the_redis_layer_config_the_check_accepts(configured_settings):
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    shown = '{"address": REDIS_URL, "socket_timeout": None}'
+    for page in ("installation.md", "deployment.md"):
+        assert shown in (docs / page).read_text(), f"docs/{page} does not show {shown}"
+    configured_settings.CHANNEL_LAYERS = redis_layer({"address": REDIS_URL, "socket_timeout": None})
+    assert "trigger_django.W008" not in check_ids()

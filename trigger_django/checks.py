@@ -5,9 +5,10 @@ Ids are stable; each message says what is wrong and each hint what to do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from importlib import metadata
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from django.apps import AppConfig
 from django.conf import settings
@@ -143,3 +144,112 @@ def _check_origin_validation() -> list[CheckMessage]:
             id="trigger_django.W006",
         )
     ]
+
+
+# The configuration that works on every redis-py: the hint of W008 and docs/deployment.md.
+REDIS_LAYER_HINT = (
+    "Give each host as a dict that turns the read timeout off: CHANNEL_LAYERS = {'default': "
+    "{'BACKEND': 'channels_redis.core.RedisChannelLayer', 'CONFIG': {'hosts': "
+    "[{'address': REDIS_URL, 'socket_timeout': None}]}}} (see docs/deployment.md)."
+)
+
+
+@register(Tags.compatibility)
+def check_redis_layer(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    """W008: a channels_redis layer whose reads time out before its own blocking pop returns.
+
+    redis-py 8 made ``socket_timeout`` default to 5 s; channels_redis's receive loop blocks in
+    ``BZPOPMIN`` for ``brpop_timeout`` (5 s) on every idle consumer, so the read times out and
+    the consumer dies with 1011 (django/channels_redis#422, redis/redis-py#4091).
+    """
+    layers: Mapping[str, Any] = getattr(settings, "CHANNEL_LAYERS", {}) or {}
+    major = _redis_py_major()
+    if major is None or major < 8:
+        return []
+    messages: list[CheckMessage] = []
+    for alias, layer in layers.items():
+        if not isinstance(layer, Mapping):
+            continue
+        block = _blocking_pop_seconds(str(layer.get("BACKEND", "")))
+        if block is None:
+            continue
+        config = layer.get("CONFIG") or {}
+        hosts = config.get("hosts") if isinstance(config, Mapping) else None
+        for host in hosts or [None]:
+            timeout = _socket_timeout(host)
+            if timeout is not None and timeout < 2 * block:
+                messages.append(
+                    Warning(
+                        f"CHANNEL_LAYERS[{alias!r}] host {_describe(host)} reads with a "
+                        f"socket_timeout of {timeout:g} s (redis-py {major}'s default is 5 s), "
+                        f"under twice the layer's {block:g} s blocking pop (BZPOPMIN): idle "
+                        "WebSockets are closed with 1011 after about 5 s.",
+                        hint=REDIS_LAYER_HINT,
+                        id="trigger_django.W008",
+                    )
+                )
+    return messages
+
+
+def _redis_py_major() -> int | None:
+    try:
+        version = metadata.version("redis")
+    except metadata.PackageNotFoundError:
+        return None
+    head = version.split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _blocking_pop_seconds(backend: str) -> float | None:
+    """The seconds the backend's receive blocks in Redis, or None for a layer that never does."""
+    if not backend.startswith("channels_redis."):
+        return None
+    try:
+        layer_class = import_string(backend)
+    except ImportError:
+        return None
+    block = getattr(layer_class, "brpop_timeout", None)  # the pubsub layer has none
+    return float(block) if isinstance(block, int | float) else None
+
+
+def _socket_timeout(host: object) -> float | None:
+    """The socket_timeout redis-py 8 gives this channels_redis host (default 5 s).
+
+    A URL's query wins over the dict's keys (``ConnectionPool.from_url`` merges it last).
+    """
+    default = 5.0
+    if isinstance(host, Mapping):
+        timeout = host.get("socket_timeout", default)
+        address = host.get("address")
+    else:
+        timeout = default
+        address = host if isinstance(host, str) else None
+    if isinstance(address, str):
+        query = parse_qs(urlsplit(address).query)
+        if "socket_timeout" in query:
+            try:
+                return float(query["socket_timeout"][-1])
+            except ValueError:
+                return default
+    if timeout is None:
+        return None
+    return float(timeout) if isinstance(timeout, int | float) else default
+
+
+def _describe(host: object) -> str:
+    if isinstance(host, Mapping):
+        address = host.get("address") or host.get("master_name") or host.get("host")
+        return repr(_without_password(str(address)))
+    if isinstance(host, str):
+        return repr(_without_password(host))
+    return repr(host) if host is not None else "(the default redis://localhost:6379)"
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        return parts._replace(netloc=netloc).geturl()
+    return url
