@@ -27,7 +27,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from trigger_django.conf import get_config
 from trigger_django.live import limits, sessions
-from trigger_django.live.hub import get_hub
+from trigger_django.live.hub import Source, get_hub
 from trigger_django.live.protocol import (
     MAX_SUBSCRIPTIONS,
     Ack,
@@ -286,9 +286,13 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         outlet.subscriptions[sub] = subscription
         limits.live_by_user[self.user_key] += 1
         self.reply(subscribed_message(sub, _renewed(ticket)))
-        source = OutputStream(
+        source: Source = OutputStream(
             message.run_id, message.key, None if message.cursor else message.start_index
         )
+        if config.fanout is not None:  # TRIGGER_DJANGO["FANOUT"]: through the cluster's relay
+            from trigger_django.live.fanout import fanout_source
+
+            source = fanout_source(source)
         get_hub().subscribe(source, subscription)
         if self.renewal is None:
             self.arm_renewal()
