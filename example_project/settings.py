@@ -93,6 +93,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Empty: trigger_django reads TRIGGER_API_URL and TRIGGER_SECRET_KEY itself.
 TRIGGER_DJANGO: dict[str, object] = {}
+# TRIGGER_FANOUT=1 (with REDIS_URL): one upstream reader per stream for all workers
+# (docs/deployment.md, section 4).
+if os.environ.get("REDIS_URL") and os.environ.get("TRIGGER_FANOUT") == "1":
+    TRIGGER_DJANGO["FANOUT"] = {
+        "REDIS_URL": os.environ["REDIS_URL"],
+        "LEASE_SECONDS": float(os.environ.get("TRIGGER_FANOUT_LEASE_SECONDS", "5")),
+    }
 
 LOGGING = {
     "version": 1,

@@ -286,13 +286,14 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         outlet.subscriptions[sub] = subscription
         limits.live_by_user[self.user_key] += 1
         self.reply(subscribed_message(sub, _renewed(ticket)))
-        source: Source = OutputStream(
+        stream = OutputStream(
             message.run_id, message.key, None if message.cursor else message.start_index
         )
+        source: Source = stream
         if config.fanout is not None:  # TRIGGER_DJANGO["FANOUT"]: through the cluster's relay
             from trigger_django.live.fanout import fanout_source
 
-            source = fanout_source(source)
+            source = fanout_source(stream)
         get_hub().subscribe(source, subscription)
         if self.renewal is None:
             self.arm_renewal()
