@@ -42,6 +42,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
+import socket
 import weakref
 from collections.abc import AsyncIterator, Hashable
 from dataclasses import dataclass, field
@@ -191,7 +194,9 @@ class Fanout:
 
     async def _campaign(self, campaign: _Campaign) -> None:
         relay = campaign.relay
-        lease = relay.lease(ttl=self.lease_seconds, prefix=self.prefix)
+        # The token names the process (for operators, and the tests' SIGKILL of the holder).
+        token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
+        lease = relay.lease(ttl=self.lease_seconds, token=token, prefix=self.prefix)
         try:
             while True:
                 await lease.wait_acquire()
