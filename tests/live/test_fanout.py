@@ -242,3 +242,46 @@ async def test_a_viewer_older_than_the_relay_keeps_reads_upstream_then_follows_t
 
 def first_relay(node: Node, run_id: str) -> str:
     return node.fanout.relay_for(OutputStream(run_id, "default")).stream_key
+
+
+async def test_v1_entries_of_several_lines_relay_as_directly_and_a_takeover_rereads_whole_entries(
+    trigger_settings: Any, emulator_v1: Any, nodes: list[Node]
+) -> None:
+    trigger_settings.TRIGGER_DJANGO = {
+        **trigger_settings.TRIGGER_DJANGO,
+        "API_URL": emulator_v1.url,
+    }
+    a, b = nodes
+    run_id, _ = emulator_v1.trigger("external-writer", {})
+
+    def write(body: bytes) -> None:  # one body read is one v1 entry (several lines: several parts)
+        emulator_v1.client.post(
+            f"/realtime/v1/streams/{run_id}/self/default", content=body
+        ).raise_for_status()
+
+    leader_viewer = a.viewer(run_id, timeout=30)
+    await wait_until(lambda: a.fanout.leaders(), 10)
+    follower_viewer = b.viewer(run_id, timeout=3)
+    for body in (b'"a1"\n"a2"\n"a3"\n', b'"b1"\n', b'"c1"\n"c2"\n'):
+        await asyncio.to_thread(write, body)
+    await wait_until(lambda: len(follower_viewer.parts) == 6, 10)
+    leader_viewer.leave()
+    await wait_until(lambda: b.fanout.leaders() and not a.fanout.campaigns, 10)
+    await asyncio.to_thread(write, b'"d1"\n"d2"\n')
+    assert await follower_viewer.wait() == {"type": "complete", "sub": "s1"}
+    parts = follower_viewer.parts
+    assert [p["chunk"] for p in parts] == ["a1", "a2", "a3", "b1", "c1", "c2", "d1", "d2"]
+    assert [p.get("i", 0) for p in parts] == [0, 1, 2, 0, 0, 1, 0, 1]
+    entries = list(dict.fromkeys(p["id"] for p in parts))
+    assert len(entries) == 4
+    # The new leader re-read the last published entry whole (after the entry before it), and
+    # relayed only what was new.
+    reads = stream_reads_for(emulator_v1, run_id)
+    assert len(reads) == 2
+    assert reads[1]["headers"].get("last-event-id") == entries[1]
+    # The same parts, byte for byte, as the direct path.
+    direct = Viewer(
+        Hub(asyncio.get_running_loop(), throttle=0.016), OutputStream(run_id, "default")
+    )
+    await direct.wait()
+    assert direct.parts == parts
