@@ -160,7 +160,10 @@ async def test_a_late_joiner_and_a_cursor_on_the_other_hub_get_exactly_the_missi
     first = a.viewer(run_id, timeout=5)
     await asyncio.to_thread(append_parts, upstream, run_id, [f"p{i} " for i in range(20)])
     await wait_until(lambda: len(first.parts) == 20, 10)
-    late, resumed = b.viewer(run_id, timeout=5), b.viewer(run_id, timeout=5, cursor="7")
+    # The cursor first: b's feed starts from it (found in the relay from its tail), and the
+    # late joiner from the start catches up through its own relay read from the start.
+    resumed = b.viewer(run_id, timeout=5, cursor="7")
+    late = b.viewer(run_id, timeout=5)
     await wait_until(lambda: len(late.parts) == 20 and len(resumed.parts) == 12, 10)
     await asyncio.to_thread(append_parts, upstream, run_id, [f"q{i} " for i in range(10)])
     await asyncio.gather(first.wait(), late.wait(), resumed.wait())

@@ -399,7 +399,7 @@ class FanoutSource:
             last_resume = resume
             previous_id: str | None = None
             entry_before = resume
-            after = "0-0"
+            after = "0-0" if resume is None else await _start_after(relay, last_position)
             deadline = loop.time() + idle_timeout
             while True:
                 follower = relay.follow(after, block=FOLLOW_BLOCK, skip_through=skip)
@@ -511,6 +511,23 @@ async def _last_part(relay: StreamRelay, before: str | None) -> RelayPart | None
         if len(entries) < 64:
             return None
         high = f"({_text(entries[-1][0])}"
+
+
+async def _start_after(relay: StreamRelay, position: tuple[int, ...]) -> str:
+    """A relay entry to follow from for a read resuming at ``position``: the last part at or
+    before it, looked for backwards from the tail over the last few thousand entries (a viewer
+    resuming is usually near the live edge); "0-0" (the start) when it is older than that."""
+    high = "+"
+    for _ in range(8):
+        entries = _entries(await relay.redis.xrevrange(relay.stream_key, high, "-", count=512))
+        for entry_id, fields in entries:
+            entry = _decode(_text(entry_id), fields)
+            if isinstance(entry, RelayPart) and _position(entry.cursor) <= position:
+                return entry.entry_id
+        if len(entries) < 512:
+            break
+        high = f"({_text(entries[-1][0])}"
+    return "0-0"
 
 
 async def _first_part(relay: StreamRelay) -> RelayPart | None:
