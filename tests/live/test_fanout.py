@@ -288,3 +288,19 @@ async def test_v1_entries_of_several_lines_relay_as_directly_and_a_takeover_rere
     )
     await direct.wait()
     assert direct.parts == parts
+
+
+async def test_a_subscribe_while_redis_is_unreachable_is_an_in_band_503(upstream: Any) -> None:
+    from tests.redis_server import free_port
+
+    node = Node(f"redis://127.0.0.1:{free_port()}/0", "nowhere")  # nothing listens there
+    try:
+        run_id, _ = upstream.trigger("echo-parts", {"parts": ["x"]})
+        viewer = node.viewer(run_id)
+        end = await viewer.wait(30)
+        assert end["type"] == "error"
+        assert end["status"] == 503
+        assert "live relay (Redis) is unreachable" in end["message"]
+        assert stream_reads_for(upstream, run_id) == []
+    finally:
+        await node.fanout.aclose()

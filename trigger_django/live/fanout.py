@@ -52,6 +52,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from trigger_django.client import TriggerError
 from trigger_django.live.hub import Item, Source
 from trigger_django.live.protocol import AFTER_ALL, cursor_key, is_cursor
 from trigger_django.live.redis_feed import (
@@ -87,8 +88,9 @@ OUTBOX_LIMIT = 4096
 MIN_READ_SECONDS = 1.0
 
 
-class RelayedError(RelayError):
-    """The leader's upstream read failed for good: the status and message it published."""
+class RelayedError(RelayError, TriggerError):
+    """The leader's upstream read failed for good: the status and message it published (an
+    upstream answer, like the client's own errors, hence a ``TriggerError`` too)."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -197,24 +199,26 @@ class Fanout:
         # The token names the process (for operators, and the tests' SIGKILL of the holder).
         token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
         lease = relay.lease(ttl=self.lease_seconds, token=token, prefix=self.prefix)
-        try:
-            while True:
-                await lease.wait_acquire()
-                try:
-                    async with lease.kept() as keeper:
-                        campaign.leading = True
-                        if await self._lead(campaign, lease, keeper):
-                            return  # the relay ended (an error marker): this read is over
-                except (LeaseLost, RelayConflict) as exc:
-                    logger.info("trigger_django: fan-out %s: %s", relay.stream_key, exc)
-                except CONNECTION_ERRORS as exc:
-                    logger.warning("trigger_django: fan-out %s: Redis: %s", relay.stream_key, exc)
-                finally:
-                    campaign.leading = False
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("trigger_django: fan-out %s: the campaign failed", relay.stream_key)
+        while True:
+            await lease.wait_acquire()
+            try:
+                async with lease.kept() as keeper:
+                    campaign.leading = True
+                    if await self._lead(campaign, lease, keeper):
+                        return  # the relay ended (an error marker): this read is over
+            except (LeaseLost, RelayConflict) as exc:
+                logger.info("trigger_django: fan-out %s: %s", relay.stream_key, exc)
+            except CONNECTION_ERRORS as exc:
+                logger.warning("trigger_django: fan-out %s: Redis: %s", relay.stream_key, exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug: campaign again later rather than leave this process's viewers without
+                # a reader (the lease was released on the way out).
+                logger.exception("trigger_django: fan-out %s: the leader failed", relay.stream_key)
+                await asyncio.sleep(self.lease_seconds)
+            finally:
+                campaign.leading = False
 
     async def _lead(self, campaign: _Campaign, lease: Lease, keeper: LeaseKeeper) -> bool:
         """Read upstream and publish as the leaseholder until the lease is lost (raises) or the
