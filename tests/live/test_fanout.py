@@ -304,3 +304,32 @@ async def test_a_subscribe_while_redis_is_unreachable_is_an_in_band_503(upstream
         assert stream_reads_for(upstream, run_id) == []
     finally:
         await node.fanout.aclose()
+
+
+async def test_a_leader_that_loses_its_lease_stops_publishing_and_nothing_is_doubled(
+    upstream: Any, nodes: list[Node]
+) -> None:
+    a, b = nodes
+    run_id, _ = upstream.trigger("external-writer", {})
+    one = a.viewer(run_id, timeout=30)
+    await wait_until(lambda: a.fanout.leaders(), 10)
+    two = b.viewer(run_id, timeout=30)
+    await asyncio.to_thread(append_parts, upstream, run_id, [f"s{i} " for i in range(10)])
+    await wait_until(lambda: len(one.parts) == len(two.parts) == 10, 10)
+    # As if a's process stalled past its lease and someone else took it meanwhile.
+    relay = b.fanout.relay_for(OutputStream(run_id, "default"))
+    await b.fanout.redis.set(relay.lease(ttl=LEASE).key, "thief", px=int(LEASE * 1000))
+    await wait_until(lambda: not a.fanout.leaders(), 10)  # a's keeper noticed: a stopped
+    # The thief's lease runs out; one of the two campaigns takes over and resumes.
+    await wait_until(lambda: len(a.fanout.leaders() + b.fanout.leaders()) == 1, 10)
+    await asyncio.to_thread(append_parts, upstream, run_id, [f"t{i} " for i in range(10)])
+    expected = "".join(f"s{i} " for i in range(10)) + "".join(f"t{i} " for i in range(10))
+    await wait_until(lambda: one.text == two.text == expected, 10)
+    for viewer in (one, two):
+        assert [p["id"] for p in viewer.parts] == [str(n) for n in range(20)]
+    # Every part is in the relay once.
+    cursors = [e.cursor.id for e in await relay.read(count=1000) if hasattr(e, "cursor")]
+    assert cursors == [str(n) for n in range(20)]
+    assert len(stream_reads_for(upstream, run_id)) == 2
+    one.leave()
+    two.leave()
