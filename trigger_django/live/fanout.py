@@ -16,13 +16,16 @@
   resuming upstream from the relay's tail: after the entry before the last published one, so a
   v1 entry the old leader published only partly is completed, and skipping every part up to the
   last published cursor (no gap, no duplicate). A leader whose last local follower closes
-  releases the lease at once, so another process still following takes over on its next poll.
+  releases the lease after a short linger (``CAMPAIGN_LINGER_SECONDS``), so another process still
+  following takes over on its next poll.
 * **Idle timeout.** Upstream ends a read only after it was idle for ``Timeout-Seconds``; that is
   not the end of the stream. So the leader re-opens upstream from its cursor while its process
   still follows (and stops when it no longer does), and never publishes ``complete`` for
   idleness: each follower ends by itself when the relay brought nothing for its
   ``idle_timeout`` (what the upstream read does), and the hub completes its viewers as without
-  fan-out. Viewers with different timeouts in different processes each keep their own.
+  fan-out. Viewers with different timeouts in different processes each keep their own. The first
+  idle period is longer by ``LEASE_SECONDS`` (electing a leader and connecting upstream), and a
+  follower whose time is up while nobody holds the lease (a handoff) waits for the next leader.
 * **Terminal errors** (a run or stream that does not exist, refused authorisation) go through the
   relay's end marker: the leader publishes ``error`` with the status and message the viewers of
   the non-fanout path would get, every follower raises :class:`RelayedError` and the hub sends
@@ -84,6 +87,8 @@ FOLLOW_BLOCK = 5.0
 #: Parts per publish call, and parts read upstream but not yet published before the read waits.
 PUBLISH_BATCH = 256
 OUTBOX_LIMIT = 4096
+#: Seconds a campaign outlives its process's last follower of the relay.
+CAMPAIGN_LINGER_SECONDS = 0.5
 #: An upstream read that ended sooner than this (seconds) is re-opened only after a pause.
 MIN_READ_SECONDS = 1.0
 
@@ -111,6 +116,7 @@ class _Campaign:
     reopen_after: str | None = None
     task: asyncio.Task[None] | None = None
     leading: bool = False
+    linger: asyncio.TimerHandle | None = None
 
 
 class Fanout:
@@ -158,6 +164,9 @@ class Fanout:
 
     async def aclose(self) -> None:
         """Stop every campaign (releasing held leases) and close the Redis client."""
+        for campaign in self.campaigns.values():
+            if campaign.linger is not None:
+                campaign.linger.cancel()
         tasks = [c.task for c in self.campaigns.values() if c.task is not None]
         for task in tasks:
             task.cancel()
@@ -175,6 +184,9 @@ class Fanout:
         if campaign is None:
             campaign = self.campaigns[relay.stream_key] = _Campaign(relay, base)
         campaign.followers.append(idle_timeout)
+        if campaign.linger is not None:
+            campaign.linger.cancel()
+            campaign.linger = None
         if ended is not None and (
             campaign.reopen_after is None or _id_key(ended) > _id_key(campaign.reopen_after)
         ):
@@ -187,6 +199,15 @@ class Fanout:
 
     def leave(self, campaign: _Campaign, idle_timeout: int) -> None:
         campaign.followers.remove(idle_timeout)
+        if not campaign.followers and campaign.linger is None:
+            # A short linger: the hub re-opening its read (or a viewer coming back at once)
+            # keeps the campaign, and the lease, instead of handing them round.
+            campaign.linger = asyncio.get_running_loop().call_later(
+                CAMPAIGN_LINGER_SECONDS, self._retire, campaign
+            )
+
+    def _retire(self, campaign: _Campaign) -> None:
+        campaign.linger = None
         if campaign.followers:
             return
         if self.campaigns.get(campaign.relay.stream_key) is campaign:
@@ -201,11 +222,11 @@ class Fanout:
         lease = relay.lease(ttl=self.lease_seconds, token=token, prefix=self.prefix)
         while True:
             await lease.wait_acquire()
+            ended: str | None = None
             try:
                 async with lease.kept() as keeper:
                     campaign.leading = True
-                    if await self._lead(campaign, lease, keeper):
-                        return  # the relay ended (an error marker): this read is over
+                    ended = await self._lead(campaign, lease, keeper)
             except (LeaseLost, RelayConflict) as exc:
                 logger.info("trigger_django: fan-out %s: %s", relay.stream_key, exc)
             except CONNECTION_ERRORS as exc:
@@ -219,17 +240,24 @@ class Fanout:
                 await asyncio.sleep(self.lease_seconds)
             finally:
                 campaign.leading = False
+            # The relay ended (an error marker): the read of this process's followers is over,
+            # unless one opened after that marker meanwhile (no await between this check and
+            # the return: a later follower finds this task done and starts a new campaign).
+            if ended is not None and (
+                campaign.reopen_after is None or _id_key(campaign.reopen_after) < _id_key(ended)
+            ):
+                return
 
-    async def _lead(self, campaign: _Campaign, lease: Lease, keeper: LeaseKeeper) -> bool:
+    async def _lead(self, campaign: _Campaign, lease: Lease, keeper: LeaseKeeper) -> str:
         """Read upstream and publish as the leaseholder until the lease is lost (raises) or the
-        relay ended (True); False: nothing to lead any more."""
+        relay ended: the id of its end marker."""
         relay = campaign.relay
         tail = await relay.resume_point()
         if tail.end is not None:
             if campaign.reopen_after is None or _id_key(tail.end.entry_id) > _id_key(
                 campaign.reopen_after
             ):
-                return True  # it ended after our followers opened: they end with it
+                return tail.end.entry_id  # it ended after our followers opened: they end too
             tail = ResumePoint(tail.entry_id, None, None)
         last = await _last_part(relay, tail.entry_id)
         resume, skip = await _upstream_resume(relay, last)
@@ -254,7 +282,7 @@ class Fanout:
         publisher: RelayPublisher,
         resume: str | None,
         skip: Cursor | None,
-    ) -> bool:
+    ) -> str:
         loop = asyncio.get_running_loop()
         outbox = _Outbox()
         sender = asyncio.ensure_future(_send(publisher, outbox))
@@ -284,8 +312,7 @@ class Fanout:
                     status, message = _describe(campaign.base, exc)
                     if status >= 500 and not isinstance(exc, RelayError):
                         logger.warning("trigger_django: fan-out read failed: %s", message)
-                    await publisher.end("error", status=status, message=message)
-                    return True
+                    return str(await publisher.end("error", status=status, message=message))
                 # Upstream went idle (that is all a clean end means): read on from the cursor
                 # for as long as this process follows the relay.
                 await outbox.drain(sender)
@@ -404,7 +431,10 @@ class FanoutSource:
             previous_id: str | None = None
             entry_before = resume
             after = "0-0" if resume is None else await _start_after(relay, last_position)
-            deadline = loop.time() + idle_timeout
+            # The first idle period also allows for a leader to be elected and connect (the
+            # upstream server starts its idle timer only once it reads, too).
+            lease = relay.lease(ttl=self.fanout.lease_seconds, prefix=self.fanout.prefix)
+            deadline = loop.time() + idle_timeout + self.fanout.lease_seconds
             while True:
                 follower = relay.follow(after, block=FOLLOW_BLOCK, skip_through=skip)
                 try:
@@ -413,9 +443,13 @@ class FanoutSource:
                             async with asyncio.timeout_at(deadline):
                                 entry = await anext(follower)
                         except TimeoutError:
-                            if loop.time() >= deadline:
+                            if loop.time() < deadline:
+                                raise
+                            if await lease.holder() is not None:
                                 return  # idle for idle_timeout: as the upstream read ends
-                            raise
+                            # Nobody reads upstream right now (a handoff): not idle, wait.
+                            deadline = loop.time() + self.fanout.lease_seconds / 4
+                            continue
                         except StopAsyncIteration:
                             return
                         if isinstance(entry, RelayEnd):
