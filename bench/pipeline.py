@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,7 +84,10 @@ class Correctness:
     viewers: int = 0
     expected: int = 0
     delivered: int = 0
+    #: Parts missing before the last part a viewer applied: never coming (cursor order).
     lost: int = 0
+    #: Parts after the last one applied when the bench stopped waiting: late, not lost.
+    undelivered: int = 0
     duplicated: int = 0
     reordered: int = 0
     errors: list[str] = field(default_factory=list)
@@ -92,10 +96,12 @@ class Correctness:
         """One viewer's applied part numbers, which should be exactly ``0 … expected-1``."""
         self.viewers += 1
         self.expected += expected
-        unique = set(numbers)
-        self.delivered += len(unique & set(range(expected)))
-        self.lost += expected - len(unique & set(range(expected)))
-        self.duplicated += len(numbers) - len(unique)
+        unique = set(numbers) & set(range(expected))
+        last = max(unique, default=-1)
+        self.delivered += len(unique)
+        self.lost += (last + 1) - len(unique)
+        self.undelivered += expected - (last + 1)
+        self.duplicated += len(numbers) - len(set(numbers))
         self.reordered += sum(1 for a, b in itertools.pairwise(numbers) if b < a)
         if error:
             self.errors.append(str(error))
@@ -110,6 +116,7 @@ class Correctness:
             "expected": self.expected,
             "delivered": self.delivered,
             "lost": self.lost,
+            "undelivered_at_deadline": self.undelivered,
             "duplicated": self.duplicated,
             "reordered": self.reordered,
             "errors": self.errors[:5],
@@ -127,6 +134,8 @@ class Row:
     target: str = ""
     met: bool | None = None
     note: str = ""
+    #: The baseline's unit when it differs from the figure's.
+    baseline_unit: str = ""
 
 
 class Report:
@@ -154,7 +163,7 @@ HEADER = f"{'sc':4} {'metric':44} {'through daphne':>18} {'baseline':>30} {'targ
 
 
 def print_row(row: Row) -> None:
-    baseline = fmt(row.baseline, row.unit) + (
+    baseline = fmt(row.baseline, row.baseline_unit or row.unit) + (
         f" ({row.baseline_label})" if row.baseline_label else ""
     )
     met = "" if row.met is None else ("yes" if row.met else "NO")
@@ -245,20 +254,61 @@ class Stack:
         return [self.emulator.trigger("bench-idle", {})[0] for _ in range(count)]
 
     def go(self, run_ids: list[str]) -> None:
-        for run_id in run_ids:
+        def send(run_id: str) -> None:
             response = self.emulator.client.post(
                 f"/realtime/v1/streams/{run_id}/input/go", json={"data": True}
             )
             response.raise_for_status()
 
+        # A few at a time, so that 200 writers start within a fraction of a second.
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(send, run_ids))
+
     def wait_finished(self, run_ids: list[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         for run_id in run_ids:
+
+            def finished(r: str = run_id) -> bool:
+                return bool(self.emulator.run(r)["status"] != "EXECUTING")
+
             self.emulator.wait_for(
-                lambda r=run_id: self.emulator.run(r)["status"] != "EXECUTING",
+                finished,
                 max(1.0, deadline - time.monotonic()),
                 interval=0.1,
             )
+
+    def open_daphne_reads(self, run_ids: set[str]) -> tuple[int, int]:
+        """``(open reads, runs with one)`` among daphne's stream reads of ``run_ids``."""
+        opened: dict[str, int] = {}
+        for r in self.emulator.requests():
+            parts = r["path"].split("/")
+            if (
+                r.get("open")
+                and r.get("auth") != "secret"
+                and len(parts) == 6
+                and parts[4] in run_ids
+            ):
+                opened[parts[4]] = opened.get(parts[4], 0) + 1
+        return sum(opened.values()), len(opened)
+
+    async def upstream_settled(self, run_ids: list[str], limit: float = 120) -> int:
+        """Wait until daphne reads every run upstream and no more reads are opening.
+
+        "subscribed" is sent once the upstream read has *started*: the request may still be
+        connecting, and parts written before it connects would arrive as catch-up, counted as
+        latency. Whatever the design (a read per viewer, per stream or per cluster), wait for
+        every run to be read and the number of open reads to stay put for half a second.
+        """
+        wanted = set(run_ids)
+        deadline = time.monotonic() + limit
+        previous = -1
+        while time.monotonic() < deadline:
+            count, runs = await asyncio.to_thread(self.open_daphne_reads, wanted)
+            if runs == len(wanted) and count == previous:
+                return count
+            previous = count if runs == len(wanted) else -1
+            await asyncio.sleep(0.5)
+        raise TimeoutError(f"daphne was not reading all {len(wanted)} runs within {limit} s")
 
     def stream_reads(self, run_id: str) -> int:
         from bench.stack import stream_reads
@@ -334,7 +384,9 @@ class ClientProcesses:
         self.workdir = workdir
         self.processes: list[asyncio.subprocess.Process] = []
         self.results: list[dict[str, Any]] = []
-        self.specs = []
+        #: CPU seconds each client process used in all (from ``load()``).
+        self.cpu_s: list[float | None] = []
+        self.specs: list[dict[str, Any]] = []
         for k in range(count):
             chosen = pages[k::count]
             # Pages alternate between the daphnes (several workers behind one address).
@@ -401,9 +453,12 @@ class ClientProcesses:
 
     def load(self) -> list[dict[str, Any]]:
         results = []
+        self.cpu_s = []
         for k in range(len(self.processes)):
             path = self.workdir / f"client-{k}.result.json"
-            results.extend(json.loads(path.read_text())["viewers"])
+            result = json.loads(path.read_text())
+            results.extend(result["viewers"])
+            self.cpu_s.append(result.get("cpu_s"))
         return results
 
 
@@ -433,7 +488,7 @@ def page_specs(
 
 
 def collect(results: list[dict[str, Any]], expected: int, correctness: Correctness) -> list[float]:
-    latencies = []
+    latencies: list[float] = []
     for viewer in results:
         numbers = [p[0] for p in viewer["parts"]]
         correctness.add(numbers, expected, viewer.get("error"))
@@ -461,6 +516,7 @@ async def scenario_1(stack: Stack, report: Report, quick: bool) -> None:
         await asyncio.wait_for(ready.wait(), 30)
         if not await poll_until(lambda: client.all_live() or viewing.done(), 30):
             raise RuntimeError(f"the viewer did not subscribe:\n{daphne.log()[-2000:]}")
+        await stack.upstream_settled([run_id])
         await asyncio.to_thread(stack.go, [run_id])
         await asyncio.wait_for(asyncio.gather(viewing, reading), parts / 50 + 60)
     viewer = client.page.viewers["s1"]
@@ -577,14 +633,18 @@ async def many_viewers(
             # Baseline: bare SSE readers of a few of the runs, in this process, under the load.
             sample = run_ids[: min(10, len(run_ids))]
             direct: list[dict[int, float]] = [{} for _ in sample]
+            ready = [asyncio.Event() for _ in sample]
             readers = [
-                asyncio.create_task(direct_read(stack.emulator.url, r, parts, d, asyncio.Event()))
-                for r, d in zip(sample, direct, strict=True)
+                asyncio.create_task(direct_read(stack.emulator.url, r, parts, d, e))
+                for r, d, e in zip(sample, direct, ready, strict=True)
             ]
+            # Reading before the first write, like the viewers (else catch-up counts as latency).
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in ready)), 30)
+            await stack.upstream_settled(run_ids)
             cpu0 = sum(procstat.cpu_seconds(d.pid) for d in daphnes)
             wall0, go_time = time.perf_counter(), time.time()
             await asyncio.to_thread(stack.go, run_ids)
-            finished = await pool.finish(limit=seconds + 120)
+            finished = await pool.finish(limit=seconds + 240)
             wall = time.perf_counter() - wall0
             cpu = sum(procstat.cpu_seconds(d.pid) for d in daphnes) - cpu0
             await asyncio.wait_for(asyncio.gather(*readers), 60)
@@ -595,9 +655,11 @@ async def many_viewers(
     results = pool.load()
     latencies = collect(results, parts, correctness)
     delivered = sum(len(v["parts"]) for v in results)
-    # From the go signal to the last part received (not to the clients' exit).
+    # From the first write to the last part received (the go signals take a while to send,
+    # and the clients a while to exit).
     last = max((received for v in results for _n, _t, received in v["parts"]), default=go_time)
-    span = max(1e-3, last - go_time)
+    first = min((written for v in results for _n, written, _r in v["parts"]), default=go_time)
+    span = max(1e-3, last - first)
     # The writers' own times, for the baseline: written → read by the bare loop.
     written = {(v["run_id"], n): t for v in results for n, t, _ in v["parts"]}
     base = [
@@ -618,12 +680,25 @@ async def many_viewers(
         "upstream_connections": upstream,
         "finished_in_time": finished,
         "daphne_rss_mb": [r / 2**20 for r in rss],
+        "client_cpu_s": pool.cpu_s,
         "runs": runs,
         "viewers": viewers,
         "parts_per_run": parts,
     }
     report.extra[name] = summary
     return summary
+
+
+def delivery_note(summary: dict[str, Any]) -> str:
+    """Parts and time, and the busiest client process's CPU over the scenario (its whole life,
+    connecting included), so that a client-bound figure shows as such."""
+    note = f"{summary['delivered']:,} parts in {summary['span_s']:.1f} s"
+    if summary.get("wall_s"):
+        note += f"; daphne at {summary['daphne_cpu_s'] / summary['wall_s']:.0%} of a core"
+    used = [c for c in summary.get("client_cpu_s") or [] if c is not None]
+    if used:
+        note += f"; busiest client used {max(used):.1f} CPU-s"
+    return note
 
 
 def latency_rows(
@@ -667,7 +742,7 @@ async def scenario_3(stack: Stack, report: Report, quick: bool, clients: int) ->
             "ms",
             target="≤ 0.1 ms",
             met=summary["cpu_ms_per_part"] <= 0.1,
-            note=f"{summary['delivered']:,} parts in {summary['span_s']:.1f} s",
+            note=delivery_note(summary),
         )
     )
 
@@ -716,7 +791,7 @@ async def scenario_4(stack: Stack, report: Report, quick: bool, clients: int) ->
                 "daphne CPU per delivered part",
                 summary["cpu_ms_per_part"],
                 "ms",
-                note=f"{summary['delivered']:,} parts in {summary['span_s']:.1f} s"
+                note=delivery_note(summary)
                 + ("" if summary["finished_in_time"] else ", NOT all delivered in time"),
             )
         )
@@ -829,10 +904,11 @@ async def scenario_5(stack: Stack, report: Report, quick: bool, clients: int) ->
             per_socket_kb,
             "KB",
             rss0 / 2**20,
-            "daphne RSS before, MB",
+            "daphne RSS before",
             "≤ 48 KB",
             per_socket_kb <= 48,
             f"{open_reads} upstream reads open; {left} left after close",
+            baseline_unit="MB",
         )
     )
 
@@ -842,13 +918,14 @@ SCENARIOS = ("1", "2", "3", "4", "5")
 
 def print_correctness(report: Report) -> None:
     print(
-        f"\n6. Exactly once, in order (per scenario)\n{'sc':6} {'viewers':>8} {'expected':>10} "
-        f"{'delivered':>10} {'lost':>6} {'dup':>6} {'reord':>6}  ok"
+        f"\n6. Exactly once, in order (per scenario; 'late' = not yet delivered when the bench "
+        f"stopped waiting)\n{'sc':6} {'viewers':>8} {'expected':>10} {'delivered':>10} "
+        f"{'lost':>6} {'dup':>6} {'reord':>6} {'late':>8}  ok"
     )
     for name, c in report.correctness.items():
         print(
             f"{name:6} {c.viewers:>8,} {c.expected:>10,} {c.delivered:>10,} {c.lost:>6,} "
-            f"{c.duplicated:>6,} {c.reordered:>6,}  {'yes' if c.ok else 'NO'}"
+            f"{c.duplicated:>6,} {c.reordered:>6,} {c.undelivered:>8,}  {'yes' if c.ok else 'NO'}"
             + (f"  errors: {c.errors[0]}" if c.errors else "")
         )
 
@@ -860,6 +937,10 @@ async def run(args: argparse.Namespace, workdir: Path) -> Report:
             print(HEADER, flush=True)
             print("-" * len(HEADER))
             for name in args.scenario:
+                # The machine is shared: say how busy it was, beside the figures.
+                load = os.getloadavg()[0]
+                report.extra.setdefault("load_average_1min", {})[name] = load
+                print(f"-- scenario {name} (load average {load:.1f} on {os.cpu_count()} CPUs)")
                 if name == "1":
                     await scenario_1(stack, report, args.quick)
                 elif name == "2":

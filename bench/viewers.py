@@ -267,16 +267,23 @@ async def serve_spec(spec: dict[str, Any], result_path: str) -> None:
                 return
 
     commands = asyncio.create_task(read_commands())
-    waiter = asyncio.create_task(subscribed.wait())
-    everything = asyncio.gather(*tasks)
+    waiter: asyncio.Future[Any] = asyncio.ensure_future(subscribed.wait())
+    everything: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*tasks))
     await asyncio.wait([waiter, everything], return_when=asyncio.FIRST_COMPLETED)
-    print("subscribed", flush=True)
+    if not subscribed.is_set():
+        # Every page ended before all were live: refused (a close code, an in-band error).
+        errors = {str(v.error) for c in clients for v in c.page.viewers.values() if v.error}
+        print(f"not subscribed: {sorted(errors)[:3]}", flush=True)
+    else:
+        print("subscribed", flush=True)
     await everything
     commands.cancel()
     result = {
         "viewers": [viewer_result(v) for c in clients for v in c.page.viewers.values()],
         "connects": sum(c.connects for c in clients),
         "close_codes": [code for c in clients for code in c.close_codes],
+        # So the bench can tell whether the clients, not daphne, were the limit.
+        "cpu_s": time.process_time(),
     }
     Path(result_path).write_text(json.dumps(result))  # noqa: ASYNC240  (nothing else runs now)
     print("done", flush=True)

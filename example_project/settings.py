@@ -112,6 +112,13 @@ TRIGGER_DJANGO: dict[str, object] = {"AUTHORIZE": "example_project.permissions.o
 
 # Set by `make demo` (example_project/demo.py): the login page then names the demo account.
 EXAMPLE_DEMO_LOGIN = os.environ.get("EXAMPLE_DEMO_LOGIN") or None
+# TRIGGER_FANOUT=1 (with REDIS_URL): one upstream reader per stream for all workers
+# (docs/deployment.md, section 4).
+if os.environ.get("REDIS_URL") and os.environ.get("TRIGGER_FANOUT") == "1":
+    TRIGGER_DJANGO["FANOUT"] = {
+        "REDIS_URL": os.environ["REDIS_URL"],
+        "LEASE_SECONDS": float(os.environ.get("TRIGGER_FANOUT_LEASE_SECONDS", "5")),
+    }
 
 LOGGING = {
     "version": 1,

@@ -178,3 +178,49 @@ def test_the_docs_show_the_redis_layer_config_the_check_accepts(configured_setti
         assert shown in (docs / page).read_text(), f"docs/{page} does not show {shown}"
     configured_settings.CHANNEL_LAYERS = redis_layer({"address": REDIS_URL, "socket_timeout": None})
     assert "trigger_django.W008" not in check_ids()
+
+
+def test_fanout_off_and_on_with_redis_pass(configured_settings):
+    configured_settings.TRIGGER_DJANGO = {
+        **configured_settings.TRIGGER_DJANGO,
+        "FANOUT": {"REDIS_URL": "redis://127.0.0.1:6379/0"},
+    }
+    assert check_ids() == set()
+
+
+@pytest.mark.parametrize(
+    ("fanout", "says"),
+    [
+        ("redis://127.0.0.1:6379/0", "must be None (off) or a dict"),
+        ({"REDIS_URL": "http://127.0.0.1:6379"}, "must be a Redis URL"),
+        ({}, "must be a Redis URL"),
+        ({"REDIS_URL": "redis://x", "LEASE": 5}, "Unknown TRIGGER_DJANGO['FANOUT'] key(s): LEASE"),
+        ({"REDIS_URL": "redis://x", "LEASE_SECONDS": 0}, "'LEASE_SECONDS'] must be a number"),
+        ({"REDIS_URL": "redis://x", "MAXLEN": 10.5}, "'MAXLEN'] must be a number"),
+        ({"REDIS_URL": "redis://x", "KEY_PREFIX": "a{b}"}, "without braces"),
+    ],
+)
+def test_a_bad_fanout_value_is_e009_saying_what_is_wrong(configured_settings, fanout, says):
+    configured_settings.TRIGGER_DJANGO = {**configured_settings.TRIGGER_DJANGO, "FANOUT": fanout}
+    (message,) = [m for m in run_checks() if m.id == "trigger_django.E009"]
+    assert says in message.msg
+
+
+def test_fanout_without_redis_py_is_e010(configured_settings, monkeypatch):
+    import sys
+
+    configured_settings.TRIGGER_DJANGO = {
+        **configured_settings.TRIGGER_DJANGO,
+        "FANOUT": {"REDIS_URL": "redis://127.0.0.1:6379/0"},
+    }
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)  # import fails, as when missing
+    assert "trigger_django.E010" in check_ids()
+
+
+def test_a_lease_as_long_as_the_viewer_timeout_is_w009(configured_settings):
+    configured_settings.TRIGGER_DJANGO = {
+        **configured_settings.TRIGGER_DJANGO,
+        "TIMEOUT_SECONDS": 5,
+        "FANOUT": {"REDIS_URL": "redis://127.0.0.1:6379/0", "LEASE_SECONDS": 5},
+    }
+    assert "trigger_django.W009" in check_ids()

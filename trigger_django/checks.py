@@ -253,3 +253,41 @@ def _without_password(url: str) -> str:
             netloc += f":{parts.port}"
         return parts._replace(netloc=netloc).geturl()
     return url
+
+
+@register(Tags.compatibility)
+def check_fanout(app_configs: Sequence[AppConfig] | None, **kwargs: Any) -> list[CheckMessage]:
+    """E010 / W009: a ``FANOUT`` that cannot work, or one whose takeovers end viewers early.
+
+    (A malformed ``FANOUT`` value is E009, like every bad ``TRIGGER_DJANGO`` value.)
+    """
+    try:
+        config = get_config()
+    except ImproperlyConfigured:
+        return []  # reported as E009
+    fanout = config.fanout
+    if fanout is None:
+        return []
+    messages: list[CheckMessage] = []
+    try:
+        import redis.asyncio  # noqa: F401
+    except ImportError:
+        messages.append(
+            Error(
+                "TRIGGER_DJANGO['FANOUT'] is on but redis-py is not installed.",
+                hint="pip install 'trigger-django[redis]', or set FANOUT to None.",
+                id="trigger_django.E010",
+            )
+        )
+    if fanout.lease_seconds >= config.timeout_seconds:
+        messages.append(
+            Warning(
+                f"TRIGGER_DJANGO['FANOUT']['LEASE_SECONDS'] ({fanout.lease_seconds:g} s) is not "
+                f"shorter than TIMEOUT_SECONDS ({config.timeout_seconds} s): while a dead "
+                "upstream reader's lease runs out, the relay is silent, and viewers with the "
+                "default idle timeout complete before the takeover.",
+                hint="Keep LEASE_SECONDS well under the viewers' timeouts (the default is 5 s).",
+                id="trigger_django.W009",
+            )
+        )
+    return messages

@@ -54,9 +54,35 @@ DEFAULTS: dict[str, Any] = {
     # Input streams by id: {"approval": "myapp.forms.ApprovalForm"}. Rendered forms of other
     # streams use the default form; programmatic (keyless) sends only reach listed streams.
     "INPUT_FORMS": {},
+    # Cross-process fan-out (one upstream reader per stream for the whole cluster, elected on
+    # Redis): None (off), or {"REDIS_URL": "redis://…", "LEASE_SECONDS": 5, …} (FANOUT_DEFAULTS).
+    "FANOUT": None,
+}
+
+#: The keys of a ``FANOUT`` dict and their defaults (``REDIS_URL`` is required).
+FANOUT_DEFAULTS: dict[str, Any] = {
+    "REDIS_URL": None,
+    # Seconds the upstream reader's lease lasts unrenewed: a dead reader is replaced within it.
+    "LEASE_SECONDS": 5.0,
+    # Relay entries kept per stream (Redis Streams ``MAXLEN ~``); older ones are read upstream.
+    "MAXLEN": 10_000,
+    # Seconds a relay stream outlives its last entry.
+    "RETENTION_SECONDS": 3600,
+    # Prefix of every Redis key the fan-out writes.
+    "KEY_PREFIX": "trigger_django:",
 }
 
 DEFAULT_API_URL = "https://api.trigger.dev"
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+@dataclass(frozen=True)
+class FanoutConfig:
+    redis_url: str
+    lease_seconds: float
+    maxlen: int
+    retention_seconds: float
+    key_prefix: str
 
 
 @dataclass(frozen=True)
@@ -80,6 +106,7 @@ class Config:
     http_max_connections: int
     http_max_keepalive_connections: int
     input_forms: dict[str, str]
+    fanout: FanoutConfig | None = None
 
 
 @lru_cache(maxsize=1)
@@ -116,6 +143,61 @@ def get_config() -> Config:
         http_max_connections=int(merged["HTTP_MAX_CONNECTIONS"]),
         http_max_keepalive_connections=int(merged["HTTP_MAX_KEEPALIVE_CONNECTIONS"]),
         input_forms=dict(merged["INPUT_FORMS"]),
+        fanout=_fanout_config(merged["FANOUT"]),
+    )
+
+
+def _fanout_config(value: Any) -> FanoutConfig | None:
+    """Validate ``TRIGGER_DJANGO["FANOUT"]``; every mistake is an ``ImproperlyConfigured`` that
+    says what is wrong (reported by the system check ``trigger_django.E009``)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    if value is None or value is False:
+        return None
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(
+            f"TRIGGER_DJANGO['FANOUT'] must be None (off) or a dict such as "
+            f"{{'REDIS_URL': 'redis://127.0.0.1:6379/0'}}, not {type(value).__name__}."
+        )
+    unknown = sorted(set(value) - set(FANOUT_DEFAULTS))
+    if unknown:
+        raise ImproperlyConfigured(
+            f"Unknown TRIGGER_DJANGO['FANOUT'] key(s): {', '.join(map(str, unknown))}. "
+            f"Known keys: {', '.join(sorted(FANOUT_DEFAULTS))}."
+        )
+    merged = {**FANOUT_DEFAULTS, **value}
+    url = merged["REDIS_URL"]
+    if not isinstance(url, str) or not url.startswith(_REDIS_SCHEMES):
+        raise ImproperlyConfigured(
+            "TRIGGER_DJANGO['FANOUT']['REDIS_URL'] must be a Redis URL "
+            f"(redis://, rediss:// or unix://), not {url!r}."
+        )
+
+    def number(name: str, minimum: float, *, integer: bool = False) -> float:
+        raw = merged[name]
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < minimum:
+            raise ImproperlyConfigured(
+                f"TRIGGER_DJANGO['FANOUT'][{name!r}] must be a number of at least {minimum:g}, "
+                f"not {raw!r}."
+            )
+        if integer and raw != int(raw):
+            raise ImproperlyConfigured(
+                f"TRIGGER_DJANGO['FANOUT'][{name!r}] must be a whole number, not {raw!r}."
+            )
+        return float(raw)
+
+    prefix = merged["KEY_PREFIX"]
+    if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+        raise ImproperlyConfigured(
+            "TRIGGER_DJANGO['FANOUT']['KEY_PREFIX'] must be a non-empty string without braces "
+            f"(they are Redis Cluster hash tags), not {prefix!r}."
+        )
+    return FanoutConfig(
+        redis_url=url,
+        lease_seconds=number("LEASE_SECONDS", 0.5),
+        maxlen=int(number("MAXLEN", 100, integer=True)),
+        retention_seconds=number("RETENTION_SECONDS", 60),
+        key_prefix=prefix,
     )
 
 

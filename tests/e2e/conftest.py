@@ -196,14 +196,19 @@ async def browser() -> AsyncIterator[Any]:
 RECORDER = """
 window.__viewer = {states: [], texts: [], errors: [], chunks: [], completes: [], violations: []};
 document.addEventListener("trigger:state", (e) => {
+  if (!e.target.matches("[data-trigger-stream]")) return;  // not the run badge or form
   window.__viewer.states.push(e.detail.previous + ">" + e.detail.state);
 });
 document.addEventListener("trigger:parts", (e) => {
   window.__viewer.texts.push(e.target.querySelector("[data-trigger-output]").textContent);
 });
-document.addEventListener("trigger:error", (e) => window.__viewer.errors.push(e.detail));
+document.addEventListener("trigger:error", (e) => {
+  if (e.target.matches("[data-trigger-stream]")) window.__viewer.errors.push(e.detail);
+});
 document.addEventListener("trigger:data", (e) => window.__viewer.chunks.push(e.detail.chunk));
-document.addEventListener("trigger:complete", (e) => window.__viewer.completes.push(e.detail));
+document.addEventListener("trigger:complete", (e) => {
+  if (e.target.matches("[data-trigger-stream]")) window.__viewer.completes.push(e.detail);
+});
 document.addEventListener("securitypolicyviolation", (e) => {
   window.__viewer.violations.push(e.violatedDirective + " " + e.blockedURI);
 });

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
-from tests.e2e.conftest import E2E_PASSWORD, E2E_USER, DaphneServer, axe_violations
+from tests.e2e.conftest import E2E_PASSWORD, E2E_USER, DaphneServer, axe_violations, own_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -46,9 +46,16 @@ new MutationObserver((records) => {
 """
 
 
-def start_demo_run(emulator: Any, tokens_per_second: float = 400) -> str:
+def start_demo_run(
+    emulator: Any, tokens_per_second: float = 400, *, await_approval: bool = False
+) -> str:
     run_id, _ = emulator.trigger(
-        "demo-ai-writer", {"prompt": "accessible pages", "tokens_per_second": tokens_per_second}
+        "demo-ai-writer",
+        {
+            "prompt": "accessible pages",
+            "tokens_per_second": tokens_per_second,
+            "await_approval": await_approval,
+        },
     )
     return str(run_id)
 
@@ -87,8 +94,9 @@ async def test_run_page_streams_into_a_log_and_announces_start_and_end_once(
 
 
 async def test_a_failed_stream_is_announced_once_with_its_message(
-    page: Any, daphne_server: DaphneServer
+    page: Any, daphne_server: DaphneServer, e2e_user: Any
 ) -> None:
+    own_run("run_doesnotexist", e2e_user)  # the user's own run, unknown to Trigger.dev
     await page.add_init_script(LIVE_REGION_RECORDER)
     await page.goto(f"{daphne_server.url}/runs/run_doesnotexist/?timeout=1")
     await expect(page.locator(VIEWER)).to_have_attribute("data-state", "error", timeout=10_000)
@@ -107,7 +115,7 @@ async def test_a_failed_stream_is_announced_once_with_its_message(
 async def test_the_approval_form_works_by_keyboard_and_announces_its_states(
     page: Any, daphne_server: DaphneServer, emulator: Any
 ) -> None:
-    run_id = start_demo_run(emulator, tokens_per_second=2000)
+    run_id = start_demo_run(emulator, tokens_per_second=2000, await_approval=True)
     await page.add_init_script(LIVE_REGION_RECORDER)
     await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=1")
     form = page.locator(FORM)

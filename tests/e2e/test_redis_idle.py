@@ -146,7 +146,9 @@ async def test_idle_sockets_outlive_the_redis_read_timeout_on_two_workers(
 
         prompts = [f"idle worker {n} then a stream" for n in (1, 2)]
         runs = [
-            emulator.trigger("demo-ai-writer", {"prompt": p, "tokens_per_second": 200})[0]
+            emulator.trigger(
+                "demo-ai-writer", {"prompt": p, "tokens_per_second": 200, "await_approval": False}
+            )[0]
             for p in prompts
         ]
         texts = await asyncio.gather(

@@ -88,7 +88,9 @@ async def test_the_viewer_streams_on_a_redis_channel_layer(
     daphne_server.env = {**daphne_server.env, "REDIS_URL": redis_url}
     daphne_server.start()
     prompt = "workers sharing a Redis channel layer"
-    run_id, _ = emulator.trigger("demo-ai-writer", {"prompt": prompt, "tokens_per_second": 80})
+    run_id, _ = emulator.trigger(
+        "demo-ai-writer", {"prompt": prompt, "tokens_per_second": 80, "await_approval": False}
+    )
 
     context = await browser.new_context()
     await context.add_cookies([{**session_cookie, "url": daphne_server.url}])

@@ -268,6 +268,20 @@ def test_request_log_records_credentials_without_secrets(emulator, http):
     assert run_token not in json.dumps(log)
 
 
+def test_request_log_says_which_stream_reads_are_still_open(emulator, http):
+    run_id, _ = emulator.trigger(UNREGISTERED_TASK, {})
+    emulator.clear_requests()
+    path = f"/realtime/v1/streams/{run_id}/out"
+    with http.stream("GET", path, headers={**AUTH, "Timeout-Seconds": "30"}) as response:
+        assert response.status_code == 200
+        (entry,) = emulator.requests()
+        assert (entry["path"], entry["open"]) == (path, True)
+    # The client went away: the read ends and says so.
+    emulator.wait_for(lambda: not emulator.requests()[0]["open"], 10)
+    http.get("/nowhere", headers=AUTH)
+    assert [e["open"] for e in emulator.requests()] == [False, False]
+
+
 @pytest.mark.parametrize(
     ("scope", "action", "kind", "ident", "expected"),
     [

@@ -220,7 +220,8 @@ _PROGRESS_STEP = 0.05
 @register_task("demo-ai-writer")
 async def demo_ai_writer(ctx: RunContext) -> Any:
     """Streams the demo answer to ``ai-output``, reporting ``{"progress", "step"}`` in its
-    metadata, then waits (``WAITING``) for ``approval`` and completes."""
+    metadata, then waits (``WAITING``) for ``approval`` and completes (at once, without
+    waiting, with ``{"await_approval": false}`` in the payload)."""
     payload = ctx.payload if isinstance(ctx.payload, dict) else {}
     prompt = str(payload.get("prompt", ""))
     rate = float(payload.get("tokens_per_second") or ctx.config.tokens_per_second)
@@ -237,6 +238,10 @@ async def demo_ai_writer(ctx: RunContext) -> Any:
             reported = progress
         if delay:
             await asyncio.sleep(delay)
+    if payload.get("await_approval", True) is False:
+        # For pages (and tests) that only stream: the run completes once the answer is out.
+        ctx.set_metadata(stage="written", progress=1.0, step="Written")
+        return {"approved": None}
     ctx.set_metadata(stage="awaiting-approval", progress=1.0, step="Waiting for approval")
     decision = await ctx.wait_for_input("approval", timeout=3600)
     decision = decision if isinstance(decision, dict) else {}

@@ -396,13 +396,22 @@ def _renewed(ticket: Ticket) -> str:
 
 
 def _source(message: Subscribe, part_templates: str | None) -> Source:
-    """The hub source a subscribe names: a run's state, or an output stream that follows its
-    run (``FOLLOW_RUNS``), its object parts rendered with ``part_templates`` when given."""
+    """The hub source a subscribe names: a run's state, or an output stream (through the
+    cluster's relay with ``FANOUT``) that follows its run (``FOLLOW_RUNS``), its object parts
+    rendered with ``part_templates`` when given."""
     if message.feed == "run":
         return RunFeed(message.run_id)
-    start_index = None if message.cursor else message.start_index
-    stream_class = FollowedOutputStream if get_config().follow_runs else OutputStream
-    source: Source = stream_class(message.run_id, message.key, start_index)
+    config = get_config()
+    stream = OutputStream(
+        message.run_id, message.key, None if message.cursor else message.start_index
+    )
+    source: Source = stream
+    if config.fanout is not None:  # TRIGGER_DJANGO["FANOUT"]: through the cluster's relay
+        from trigger_django.live.fanout import fanout_source  # redis stays an optional extra
+
+        source = fanout_source(stream)
+    if config.follow_runs:
+        source = FollowedOutputStream(source, message.run_id, message.key)
     if part_templates is not None:
         source = Transformed(source, f"parts:{part_templates}", render_parts(part_templates))
     return source

@@ -21,9 +21,9 @@ from collections.abc import AsyncIterator, Hashable
 from typing import Any
 
 from trigger_django.client import APIStatusError, Run, TriggerError
-from trigger_django.live.hub import Item
+from trigger_django.live.hub import Item, Source
 from trigger_django.live.protocol import encode_part, upstream_error
-from trigger_django.live.sources import OutputStream, token_for
+from trigger_django.live.sources import token_for
 from trigger_django.runs import FINISHED_STATUSES, progress_from_metadata, status_view
 from trigger_django.upstream import get_client
 
@@ -247,14 +247,21 @@ class _WatchFailed(TriggerError):
         self.status = status
 
 
-class FollowedOutputStream(OutputStream):
-    """An output stream that ends with its run, not with an idle timeout (see the module)."""
+class FollowedOutputStream:
+    """An output stream that ends with its run, not with an idle timeout (see the module).
 
-    __slots__ = ("watch",)
+    Wraps the source that reads the stream (``OutputStream``, or the fan-out's relay)."""
 
-    def __init__(self, run_id: str, stream_key: str, start_index: int | None = None) -> None:
-        super().__init__(run_id, stream_key, start_index)
-        self.watch: RunWatch | None = None
+    __slots__ = ("base", "run_id", "stream_key")
+
+    def __init__(self, base: Source, run_id: str, stream_key: str) -> None:
+        self.base = base
+        self.run_id = run_id
+        self.stream_key = stream_key
+
+    @property
+    def key(self) -> tuple[Hashable, ...]:
+        return self.base.key
 
     def idle_end_allowed(self) -> bool:
         watch = _watches.get(self.run_id)
@@ -264,7 +271,7 @@ class FollowedOutputStream(OutputStream):
     def describe_error(self, exc: BaseException) -> tuple[int, str]:
         if isinstance(exc, RunEnded):
             return 409, str(exc)
-        return super().describe_error(exc)
+        return self.base.describe_error(exc)
 
     async def open(self, resume: str | None, idle_timeout: int) -> AsyncIterator[Item]:
         watch = watch_run(self.run_id)
@@ -272,7 +279,7 @@ class FollowedOutputStream(OutputStream):
             while True:
                 finished = watch.finished
                 following = not finished and watch.failure is None
-                reads = super().open(resume, DRAIN_SECONDS if finished else idle_timeout)
+                reads = self.base.open(resume, DRAIN_SECONDS if finished else idle_timeout)
                 async with contextlib.aclosing(reads):  # type: ignore[type-var]
                     async for item in _drained(reads, watch if following else None):
                         resume = item.resume

@@ -82,8 +82,10 @@
     viewer.state = state;
     viewer.el.setAttribute("data-state", state);
     // The output (role="log") is busy while it streams, so assistive technology waits for it.
-    var output = child(viewer.el, "data-trigger-output") || viewer.el;
-    output.setAttribute("aria-busy", state === "complete" || state === "error" ? "false" : "true");
+    if (viewer.feed !== "run") { // a run's badge is no log: nothing to hold back
+      var output = child(viewer.el, "data-trigger-output") || viewer.el;
+      output.setAttribute("aria-busy", state === "complete" || state === "error" ? "false" : "true");
+    }
     announce(viewer, state);
     emit(viewer, "trigger:state", { state: state, previous: previous, runId: viewer.runId, key: viewer.key });
   }
