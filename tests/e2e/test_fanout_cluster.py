@@ -57,7 +57,8 @@ def fanout_workers(
 
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "example_project.settings",
+        # 50 viewers of one run over USERS users: not the example's owner-only permission hook.
+        "DJANGO_SETTINGS_MODULE": "tests.e2e.shared_runs_settings",
         "DJANGO_DB_NAME": str(connection.settings_dict["NAME"]),
         "TRIGGER_API_URL": emulator.url,
         "TRIGGER_SECRET_KEY": emulator.secret_key,
@@ -190,6 +191,7 @@ async def test_fifty_viewers_on_two_workers_one_upstream_read_and_a_killed_leade
     redis_server: RedisServer,
     logins: list[tuple[Any, str]],
     emulator: Any,
+    e2e_user: Any,  # created up front: the emulator fixture records it as the run's owner
 ) -> None:
     chunks = [f"w{n} " for n in range(PARTS)]
     run_id, _ = emulator.trigger("echo-parts", {"parts": chunks, "delay_ms": 20})
