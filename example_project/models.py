@@ -18,6 +18,8 @@ class AiRun(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ai_runs"
     )
     prompt = models.CharField(max_length=500, blank=True)
+    #: The demo task that runs it: the AI writer, or the weather agent.
+    task = models.CharField(max_length=64, default="demo-ai-writer")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -26,6 +26,9 @@ from trigger_django.tickets import check_authorized, validate_run_id
 from trigger_django.upstream import UpstreamConfigurationError
 
 DEMO_TASK = "demo-ai-writer"
+#: The second demo: an agent that calls a weather tool (AI SDK parts, shown by {% run_viewer %}).
+WEATHER_TASK = "demo-weather-agent"
+MAX_CITY_LENGTH = 80
 MAX_PROMPT_LENGTH = 500
 #: The answer's stream stays open until it has been idle this long (the hook's
 #: ``timeoutInSeconds``); ``?timeout=N`` on a run page overrides it (1-600).
@@ -39,6 +42,8 @@ RECENT_RUNS = 5
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     """A plain form POST, so it works without JavaScript: trigger, record, show the run."""
+    if request.method == "POST" and request.POST.get("task") == "weather":
+        return start_weather_agent(request)
     if request.method == "POST":
         prompt = request.POST.get("prompt", "").strip()[:MAX_PROMPT_LENGTH]
         if not prompt:
@@ -53,8 +58,30 @@ def home(request: HttpRequest) -> HttpResponse:
         return HttpResponseRedirect(reverse("run", args=[handle.id]))
     recent = AiRun.objects.filter(owner=request.user)[:RECENT_RUNS]
     return render(
-        request, "home.html", {"max_prompt_length": MAX_PROMPT_LENGTH, "recent_runs": recent}
+        request,
+        "home.html",
+        {
+            "max_prompt_length": MAX_PROMPT_LENGTH,
+            "max_city_length": MAX_CITY_LENGTH,
+            "recent_runs": recent,
+        },
     )
+
+
+def start_weather_agent(request: HttpRequest) -> HttpResponse:
+    city = " ".join(request.POST.get("city", "").split())[:MAX_CITY_LENGTH]
+    if not city:
+        messages.error(request, "Name a city first.")
+        return HttpResponseRedirect(reverse("home"))
+    try:
+        handle = trigger(WEATHER_TASK, {"city": city}, tags=[f"user_{request.user.pk}"])
+    except (TriggerError, UpstreamConfigurationError) as exc:
+        messages.error(request, f"Could not start the weather agent: {exc}")
+        return HttpResponseRedirect(reverse("home"))
+    AiRun.objects.create(
+        run_id=handle.id, owner=request.user, prompt=f"Weather in {city}", task=WEATHER_TASK
+    )
+    return HttpResponseRedirect(reverse("run", args=[handle.id]))
 
 
 @login_required
@@ -73,6 +100,9 @@ def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
     render_mode = request.GET.get("render", RENDER_MODES[0])
     if render_mode not in RENDER_MODES:
         render_mode = RENDER_MODES[0]
+    record = AiRun.objects.filter(run_id=run_id).first()
+    if record is not None and record.task == WEATHER_TASK:
+        return render(request, "weather_run.html", {"run": {"id": run_id}, "record": record})
     return render(
         request,
         "run.html",

@@ -13,6 +13,7 @@ from django.test import RequestFactory
 
 from trigger_django.forms import read_idempotency_key, registered_input_form
 from trigger_django.streams import InputStream
+from trigger_django.tickets import load_ticket
 
 KEY_RE = re.compile(r'name="idempotency_key" value="([^"]+)"')
 
@@ -32,9 +33,17 @@ def render(source: str, context: dict[str, object], request=None) -> str:
     return template.render(Context(context))
 
 
+RUN_TICKET_RE = re.compile(r'data-trigger-live-run data-ticket="([^"]+)"')
+
+
 def without_key(html: str) -> tuple[str, str]:
     match = KEY_RE.search(html)
     assert match, html
+    ticket = RUN_TICKET_RE.search(html)
+    assert ticket, html
+    # The run-wide ticket of the form's run subscription (the form closes with its run).
+    assert load_ticket(ticket.group(1)).key == "*"
+    html = RUN_TICKET_RE.sub('data-trigger-live-run data-ticket="TICKET"', html)
     return KEY_RE.sub('name="idempotency_key" value="KEY"', html), match.group(1)
 
 
@@ -74,6 +83,7 @@ DEFAULT_FORM = (
     '<button type="submit" name="approved" value="true">Approve</button>'
     '<button type="submit" name="approved" value="false">Reject</button></div>\n'
     '<p class="trigger-input-status" role="status" data-trigger-status hidden></p>\n'
+    '<span data-trigger-live-run data-ticket="TICKET" data-run-id="run_abc" hidden></span>\n'
     '<p class="trigger-input-error" role="alert" data-trigger-error hidden></p>\n'
     "</form>"
 )
@@ -152,6 +162,7 @@ def test_input_stream_with_a_form_class_renders_its_fields_but_not_server_fields
         '<small class="helptext" id="id_refund_note_helptext">Why?</small></div>\n'
         '<div class="trigger-input-actions"><button type="submit">Send</button></div>\n'
         '<p class="trigger-input-status" role="status" data-trigger-status hidden></p>\n'
+        '<span data-trigger-live-run data-ticket="TICKET" data-run-id="run_abc" hidden></span>\n'
         '<p class="trigger-input-error" role="alert" data-trigger-error hidden></p>\n'
         "</form>"
     )

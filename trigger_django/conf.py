@@ -40,6 +40,12 @@ DEFAULTS: dict[str, Any] = {
     "SUBSCRIBE_RATE_PER_USER": 600,
     # Live streams one user may read at once in one server process (each holds a connection).
     "MAX_STREAMS_PER_USER": 32,
+    # Streams follow their run: a viewer completes when the run finishes (not after an idle
+    # timeout) and waits on while it runs. Costs one run subscription per run and process.
+    "FOLLOW_RUNS": True,
+    # Seconds {% run_status %} / {% run_viewer %} wait for the run's state while the page
+    # renders (it is then in the first HTML); 0 renders "Loading…" and lets the socket tell.
+    "RUN_STATE_DEADLINE": 2.0,
     # Largest input-stream send accepted (the Trigger.dev limit is 1 MiB).
     "MAX_INPUT_BYTES": 1024 * 1024,
     # httpx pool limits for upstream connections; each open stream holds one connection.
@@ -68,6 +74,8 @@ class Config:
     subscribe_rate_per_socket: int
     subscribe_rate_per_user: int
     max_streams_per_user: int
+    follow_runs: bool
+    run_state_deadline: float
     max_input_bytes: int
     http_max_connections: int
     http_max_keepalive_connections: int
@@ -102,6 +110,8 @@ def get_config() -> Config:
         subscribe_rate_per_socket=int(merged["SUBSCRIBE_RATE_PER_SOCKET"]),
         subscribe_rate_per_user=int(merged["SUBSCRIBE_RATE_PER_USER"]),
         max_streams_per_user=int(merged["MAX_STREAMS_PER_USER"]),
+        follow_runs=bool(merged["FOLLOW_RUNS"]),
+        run_state_deadline=float(merged["RUN_STATE_DEADLINE"]),
         max_input_bytes=int(merged["MAX_INPUT_BYTES"]),
         http_max_connections=int(merged["HTTP_MAX_CONNECTIONS"]),
         http_max_keepalive_connections=int(merged["HTTP_MAX_KEEPALIVE_CONNECTIONS"]),

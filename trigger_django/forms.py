@@ -36,7 +36,7 @@ from django.utils.safestring import SafeString
 
 from trigger_django.conf import get_config
 from trigger_django.errors import ConfigurationError, RequestError
-from trigger_django.tickets import validate_run_id, validate_stream_key
+from trigger_django.tickets import RUN_WIDE, make_ticket, validate_run_id, validate_stream_key
 
 __all__ = [
     "IDEMPOTENCY_KEY_FIELD",
@@ -334,6 +334,11 @@ def safe_next_url(request: HttpRequest | None, candidate: str | None) -> str | N
     return None
 
 
+def _user_pk(request: HttpRequest | None) -> object:
+    user = getattr(request, "user", None)
+    return user.pk if user is not None and user.is_authenticated else None
+
+
 def render_approval_form(
     request: HttpRequest | None,
     run_id: str,
@@ -375,6 +380,8 @@ def render_approval_form(
         "next_field": NEXT_FIELD,
         "key_field": IDEMPOTENCY_KEY_FIELD,
         "idempotency_key": make_idempotency_key(run_id, stream_id, form_name),
+        # The form follows its run (trigger-django.js): closed once the run has finished.
+        "run_ticket": make_ticket(user_pk=_user_pk(request), run_id=run_id, key=RUN_WIDE),
     }
     if csrf_token is None and request is not None:
         csrf_token = get_token(request)

@@ -21,6 +21,7 @@ from trigger_django.conf import get_config
 from trigger_django.errors import RequestError
 
 __all__ = [
+    "RUN_WIDE",
     "TICKET_SALT",
     "InvalidIdentifier",
     "Ticket",
@@ -68,12 +69,28 @@ def validate_stream_key(key: object) -> str:
     return key
 
 
+#: The ``key`` of a run-wide ticket (``{% run_status %}``, ``{% run_viewer %}``): the run's
+#: state and every stream of the run. No stream key can be ``*``.
+RUN_WIDE = "*"
+
+
 @dataclass(frozen=True)
 class Ticket:
     user_pk: str | None
     run_id: str
     key: str
     access_token: str | None
+    #: Part-template directories by stream key (``"*"``: every stream), chosen by the template
+    #: that rendered the page and signed with it, so a page cannot pick other templates.
+    part_templates: dict[str, str] | None = None
+
+    def allows_stream(self, key: str) -> bool:
+        return self.key == key or self.key == RUN_WIDE
+
+    def part_templates_for(self, key: str) -> str | None:
+        if not self.part_templates:
+            return None
+        return self.part_templates.get(key) or self.part_templates.get(RUN_WIDE)
 
 
 class TicketError(RequestError):
@@ -86,15 +103,25 @@ class TicketError(RequestError):
         self.reason = reason
 
 
-def make_ticket(*, user_pk: object, run_id: str, key: str, access_token: str | None = None) -> str:
-    """Sign a ticket that lets ``user_pk`` read ``run_id``/``key`` for ``TICKET_MAX_AGE`` s."""
-    payload = {
+def make_ticket(
+    *,
+    user_pk: object,
+    run_id: str,
+    key: str,
+    access_token: str | None = None,
+    part_templates: dict[str, str] | None = None,
+) -> str:
+    """Sign a ticket that lets ``user_pk`` read ``run_id``/``key`` for ``TICKET_MAX_AGE`` s
+    (``key`` :data:`RUN_WIDE`: the run's state and all its streams)."""
+    payload: dict[str, Any] = {
         "u": None if user_pk is None else str(user_pk),
         "r": validate_run_id(run_id),
-        "k": validate_stream_key(key),
+        "k": _ticket_key(key),
     }
     if access_token is not None:
         payload["t"] = access_token
+    if part_templates:
+        payload["p"] = dict(part_templates)
     return signing.dumps(payload, salt=TICKET_SALT, compress=True)
 
 
@@ -117,11 +144,26 @@ def load_ticket(ticket: object, *, max_age: int | None = None) -> Ticket:
         return Ticket(
             user_pk=payload["u"],
             run_id=validate_run_id(payload["r"]),
-            key=validate_stream_key(payload["k"]),
+            key=_ticket_key(payload["k"]),
             access_token=payload.get("t"),
+            part_templates=_part_templates(payload.get("p")),
         )
     except (KeyError, ValueError) as exc:
         raise TicketError("invalid", "The subscription ticket is not valid.") from exc
+
+
+def _ticket_key(key: object) -> str:
+    return RUN_WIDE if key == RUN_WIDE else validate_stream_key(key)
+
+
+def _part_templates(value: object) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError("part templates must map stream keys to template directories")
+    return value
 
 
 def token_claims(token: str) -> dict[str, Any] | None:

@@ -157,7 +157,7 @@ async def test_weather_agent_emits_ai_sdk_parts(emulator, http):
     assert result == call + 1
     assert set(types[result + 1 :]) == {"text-delta"}
     assert parts[call]["toolName"] == "getWeather"
-    assert parts[call]["args"] == {"city": "Lisbon"}
+    assert parts[call]["args"] == {"location": "Lisbon"}
     assert parts[result]["toolCallId"] == parts[call]["toolCallId"]
     assert parts[result]["result"]["temperature"] == temperature
     before = "".join(part["textDelta"] for part in parts[:call])

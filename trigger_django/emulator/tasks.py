@@ -268,12 +268,12 @@ def _text_deltas(text: str) -> list[dict[str, Any]]:
 
 def demo_weather_parts(city: str) -> list[dict[str, Any]]:
     """The parts ``demo-weather-agent`` writes for ``city``, in order (AI SDK stream parts):
-    ``text-delta`` parts, a ``tool-call`` of ``getWeather`` with ``{"city"}``, its
+    ``text-delta`` parts, a ``tool-call`` of ``getWeather`` with ``{"location"}``, its
     ``tool-result`` with the temperature, then ``text-delta`` parts of the answer."""
     city = " ".join(city.split()) or "Paris"
     temperature = demo_weather_temperature(city)
     call_id = "call_" + hashlib.sha256(city.encode()).hexdigest()[:12]
-    args = {"city": city}
+    args = {"location": city}  # as in the seed's example: toolCall.args.location
     return [
         *_text_deltas(f"Let me check the weather in {city}."),
         {"type": "tool-call", "toolCallId": call_id, "toolName": "getWeather", "args": args},

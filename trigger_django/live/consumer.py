@@ -27,7 +27,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from trigger_django.conf import get_config
 from trigger_django.live import limits, sessions
-from trigger_django.live.hub import get_hub
+from trigger_django.live.hub import Source, Transformed, get_hub
+from trigger_django.live.parts import render_parts
 from trigger_django.live.protocol import (
     MAX_SUBSCRIPTIONS,
     Ack,
@@ -40,9 +41,17 @@ from trigger_django.live.protocol import (
     subscribed_message,
     ticket_message,
 )
+from trigger_django.live.runs import FollowedOutputStream, RunFeed
 from trigger_django.live.sources import OutputStream
 from trigger_django.live.subscription import Outlet, State, Subscription
-from trigger_django.tickets import Ticket, TicketError, check_authorized, load_ticket, make_ticket
+from trigger_django.tickets import (
+    RUN_WIDE,
+    Ticket,
+    TicketError,
+    check_authorized,
+    load_ticket,
+    make_ticket,
+)
 
 __all__ = ["StreamConsumer"]
 
@@ -66,6 +75,8 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.authorizer: asyncio.Task[None] | None = None
         self.renewal: asyncio.TimerHandle | None = None
         self.rate: limits.RateLimit | None = None
+        #: The ticket each live subscription was started with (renewed as it was).
+        self.tickets: dict[str, Ticket] = {}
 
     # --- channels hooks ---------------------------------------------------------------------------
     async def dispatch(self, message: dict[str, Any]) -> None:
@@ -242,12 +253,18 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if ticket.user_pk != self.user_key:
             self.reply(error_message(sub, 403, "This viewer's ticket was issued to another user."))
             return
-        if ticket.run_id != message.run_id or ticket.key != message.key:
+        if ticket.run_id != message.run_id or not (
+            ticket.key == RUN_WIDE if message.feed == "run" else ticket.allows_stream(message.key)
+        ):
             self.reply(
                 error_message(
                     sub, 403, "This viewer's ticket was issued for another run or stream."
                 )
             )
+            return
+        part_templates = ticket.part_templates_for(message.key)
+        if message.render_parts and part_templates is None:
+            self.reply(error_message(sub, 403, "This viewer's ticket names no part templates."))
             return
         user = self.scope["user"]
         try:
@@ -285,11 +302,11 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         )
         outlet.subscriptions[sub] = subscription
         limits.live_by_user[self.user_key] += 1
+        self.tickets[sub] = ticket
         self.reply(subscribed_message(sub, _renewed(ticket)))
-        source = OutputStream(
-            message.run_id, message.key, None if message.cursor else message.start_index
+        get_hub().subscribe(
+            _source(message, part_templates if message.render_parts else None), subscription
         )
-        get_hub().subscribe(source, subscription)
         if self.renewal is None:
             self.arm_renewal()
 
@@ -303,6 +320,7 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.leave(subscription)
 
     def leave(self, subscription: Subscription) -> None:
+        self.tickets.pop(subscription.sub_id, None)
         if subscription.user_key:
             limits.release(subscription.user_key)
             subscription.user_key = ""
@@ -323,12 +341,9 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if outlet is None or self.closing or not outlet.subscriptions:
             return
         for subscription in outlet.subscriptions.values():
-            if subscription.terminal is None and subscription.feed is not None:
-                ticket = subscription.feed.source
-                run_id, key = getattr(ticket, "run_id", None), getattr(ticket, "stream_key", None)
-                if run_id is not None and key is not None:
-                    fresh = make_ticket(user_pk=self.user_key, run_id=run_id, key=key)
-                    outlet.replies.append(ticket_message(subscription.sub_id, fresh))
+            ticket = self.tickets.get(subscription.sub_id)
+            if subscription.terminal is None and ticket is not None:
+                outlet.replies.append(ticket_message(subscription.sub_id, _renewed(ticket)))
         outlet.mark_dirty()
         self.arm_renewal()
 
@@ -370,4 +385,22 @@ class StreamConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 def _renewed(ticket: Ticket) -> str:
     """A fresh ticket for the same user, run and key (any carried token is left out: the
     consumer mints its own)."""
-    return make_ticket(user_pk=ticket.user_pk, run_id=ticket.run_id, key=ticket.key)
+    return make_ticket(
+        user_pk=ticket.user_pk,
+        run_id=ticket.run_id,
+        key=ticket.key,
+        part_templates=ticket.part_templates,
+    )
+
+
+def _source(message: Subscribe, part_templates: str | None) -> Source:
+    """The hub source a subscribe names: a run's state, or an output stream that follows its
+    run (``FOLLOW_RUNS``), its object parts rendered with ``part_templates`` when given."""
+    if message.feed == "run":
+        return RunFeed(message.run_id)
+    start_index = None if message.cursor else message.start_index
+    stream_class = FollowedOutputStream if get_config().follow_runs else OutputStream
+    source: Source = stream_class(message.run_id, message.key, start_index)
+    if part_templates is not None:
+        source = Transformed(source, f"parts:{part_templates}", render_parts(part_templates))
+    return source

@@ -383,6 +383,11 @@ class Feed:
             and not self.pending
             and subscription.position >= self.head
         )
+        allowed = getattr(self.source, "idle_end_allowed", None)
+        if caught_up and allowed is not None and not allowed():
+            # The source says it is not over (a stream whose run still runs): wait on.
+            self._arm_timer(subscription, subscription.timeout)
+            return
         if caught_up and (force or now >= deadline - 0.001):
             self.live.discard(subscription)
             subscription.finish(complete_message(subscription.sub_id))

@@ -101,6 +101,10 @@ class Subscribe:
     timeout: int | None
     start_index: int | None
     cursor: str | None
+    #: ``"stream"``: one output stream (``key``); ``"run"``: the run's state (no ``key``).
+    feed: str = "stream"
+    #: Render object parts on the server with the ticket's part templates (``{% run_viewer %}``).
+    render_parts: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +153,19 @@ def _subscribe(content: dict[str, Any]) -> Subscribe:
     run_id, key = content.get("run_id"), content.get("key")
     if not isinstance(run_id, str) or not _RUN_ID_RE.fullmatch(run_id):
         raise BadMessage("subscribe needs a string 'run_id' such as 'run_abc123'")
+    feed = content.get("feed", "stream")
+    if feed == "run":
+        if key is not None:
+            raise BadMessage("a run subscription ('feed': 'run') takes no 'key'")
+        cursor = content.get("cursor")
+        if cursor is not None and not (isinstance(cursor, str) and is_cursor(cursor)):
+            raise BadMessage("'cursor' must be a part id such as '17'")
+        return Subscribe(sub, content.get("ticket"), run_id, "", None, None, cursor, "run")
+    if feed != "stream":
+        raise BadMessage("'feed' must be 'stream' or 'run'")
+    render = content.get("render")
+    if render not in (None, "parts"):
+        raise BadMessage("'render' must be 'parts' when given")
     if not isinstance(key, str) or not _STREAM_KEY_RE.fullmatch(key) or key == ".":
         raise BadMessage("subscribe needs a string 'key' (letters, digits, '_-.:$')")
     if ".." in key:
@@ -158,7 +175,17 @@ def _subscribe(content: dict[str, Any]) -> Subscribe:
     cursor = content.get("cursor")
     if cursor is not None and not (isinstance(cursor, str) and is_cursor(cursor)):
         raise BadMessage("'cursor' must be a stream part id such as '17' or '1735689600000-0'")
-    return Subscribe(sub, content.get("ticket"), run_id, key, timeout, start_index, cursor)
+    return Subscribe(
+        sub,
+        content.get("ticket"),
+        run_id,
+        key,
+        timeout,
+        start_index,
+        cursor,
+        "stream",
+        render == "parts",
+    )
 
 
 def _sub_id(content: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import template
+from django import template as template_module
 from django.template.context import Context
 from django.template.loader import render_to_string
 from django.templatetags.static import static
@@ -16,6 +17,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from trigger_django.conf import get_config
 from trigger_django.forms import render_approval_form
+from trigger_django.runs import render_run_status, render_run_viewer
 from trigger_django.tickets import (
     is_run_read_token,
     make_ticket,
@@ -209,3 +211,54 @@ def approval_form(
         )
     except (TypeError, ValueError) as exc:
         raise template.TemplateSyntaxError(f"approval_form: {exc}") from None
+
+
+@register.simple_tag(takes_context=True)
+def run_status(
+    context: Context,
+    run_id: Any,
+    *,
+    template: str = "trigger_django/run_status.html",
+    id: str | None = None,
+) -> SafeString:
+    """A run's status badge and progress (``{% run_status run.id %}``), live; see
+    docs/run-viewer.md for the metadata shape that drives the progress bar."""
+    try:
+        return render_run_status(
+            user_pk=_user_pk(context), run_id=run_id, template_name=template, element_id=id
+        )
+    except ValueError as exc:
+        raise template_module.TemplateSyntaxError(f"run_status: {exc}") from None
+
+
+@register.simple_tag(takes_context=True)
+def run_viewer(
+    context: Context,
+    run_id: Any,
+    *,
+    streams: Any = None,
+    part_templates: Any = None,
+    throttle_ms: int | None = None,
+    timeout: int | None = None,
+    template: str = "trigger_django/run_viewer.html",
+    id: str | None = None,
+) -> SafeString:
+    """A run's status, metadata and every stream as it appears (``useRealtimeRunWithStreams``):
+    ``{% run_viewer run.id streams="openai" part_templates="weather/parts" %}``."""
+    try:
+        return render_run_viewer(
+            user_pk=_user_pk(context),
+            run_id=run_id,
+            streams=streams,
+            part_templates=part_templates,
+            throttle_ms=None
+            if throttle_ms is None
+            else _optional_int("throttle_ms", throttle_ms, minimum=0),
+            timeout=None
+            if timeout is None
+            else _optional_int("timeout", timeout, minimum=1, maximum=600),
+            template_name=template,
+            element_id=id,
+        )
+    except ValueError as exc:
+        raise template_module.TemplateSyntaxError(f"run_viewer: {exc}") from None

@@ -218,6 +218,27 @@
     }
   });
 
+  // The form follows its run (a hidden run subscription inside it, served by
+  // trigger-django.js): once the run has finished, nothing can be sent to it any more.
+  function close(form, run) {
+    if (form.getAttribute("data-state") === "closed") {
+      return;
+    }
+    setDisabled(form, true);
+    form.setAttribute("data-state", "closed");
+    form.setAttribute("aria-disabled", "true");
+    show(statusElement(form), "This run has finished (" + run.label + "); it no longer accepts input.");
+    emit(form, "trigger:closed", detailBase(form));
+  }
+
+  document.addEventListener("trigger:run", function (event) {
+    var form = event.target.closest ? event.target.closest(FORM_SELECTOR) : null;
+    var run = event.detail && event.detail.run;
+    if (form && run && run.finished && form.getAttribute("data-state") !== "sent") {
+      close(form, run);
+    }
+  });
+
   function start() {
     markAll(document);
     new MutationObserver(function (records) {

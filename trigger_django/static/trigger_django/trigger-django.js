@@ -11,7 +11,8 @@
 
   var script = document.currentScript;
   var WS_PATH = (script && script.dataset.wsPath) || "/trigger/ws/";
-  var SELECTOR = "[data-trigger-stream]";
+  // Stream viewers, and run viewers / run status badges ({% run_viewer %}, {% run_status %}).
+  var SELECTOR = "[data-trigger-stream], [data-trigger-live-run]";
   // Close codes worth retrying: the server or the network went away, not a refusal.
   var RETRYABLE_CLOSE_CODES = [1001, 1005, 1006, 1011, 1012, 1013, 1014];
   var CLOSE_MESSAGES = {
@@ -91,12 +92,15 @@
       el: el,
       ticket: el.dataset.ticket,
       runId: el.dataset.runId,
-      key: el.dataset.key || "default",
+      feed: el.hasAttribute("data-trigger-live-run") ? "run" : "stream",
+      key: el.hasAttribute("data-trigger-live-run") ? null : (el.dataset.key || "default"),
       timeout: intData(el, "timeout"),
       startIndex: intData(el, "startIndex"),
       throttleMs: intData(el, "throttleMs") || 0,
       maxParts: intData(el, "maxParts"),
       markdown: el.dataset.render === "markdown",
+      parts: el.dataset.render === "parts", // object parts rendered on the server
+      textBlock: null, // parts: the text block text-delta parts append to
       source: "", // markdown: the text rendered last
       state: el.getAttribute("data-state") || "connecting",
       cursor: null, // last applied {id, i}
@@ -166,6 +170,10 @@
     if (viewer.done) { return; }
     viewer.ackDue = false; // acknowledgements belong to the socket that sent the parts
     viewer.subscribed = true;
+    if (viewer.feed === "run") {
+      send({ type: "subscribe", feed: "run", sub: viewer.id, ticket: viewer.ticket, run_id: viewer.runId, cursor: viewer.cursor && viewer.cursor.id });
+      return;
+    }
     send({
       type: "subscribe",
       sub: viewer.id,
@@ -174,7 +182,8 @@
       key: viewer.key,
       timeout: viewer.timeout,
       start_index: viewer.startIndex,
-      cursor: resumeCursor(viewer)
+      cursor: resumeCursor(viewer),
+      render: viewer.parts ? "parts" : undefined
     });
   }
 
@@ -502,7 +511,7 @@
       if (viewer.cursor && compareCursors(cursor, viewer.cursor) <= 0) { continue; }
       if (viewer.cursor && viewer.cursor.id !== cursor.id) { viewer.entryBefore = viewer.cursor.id; }
       viewer.cursor = cursor;
-      applied.push({ id: cursor.id, chunk: part.chunk, timestamp: part.timestamp });
+      applied.push({ id: cursor.id, chunk: part.chunk, timestamp: part.timestamp, html: part.html, text: part.text });
     }
     if (applied.length > 0) { draw(viewer, applied); }
     if (lastReceived !== null && viewer.ackDue && viewer.subscribed) {
@@ -517,6 +526,8 @@
   }
 
   function draw(viewer, applied) {
+    if (viewer.feed === "run") { drawRun(viewer, applied[applied.length - 1].chunk); return; }
+    if (viewer.parts) { drawParts(viewer, applied); return; }
     var el = viewer.el;
     var output = child(el, "data-trigger-output") || el;
     var status = child(el, "data-trigger-status");
@@ -545,6 +556,104 @@
       output.appendChild(document.createTextNode(text));
     }
     if (status) { status.hidden = true; }
+    emit(viewer, "trigger:parts", { parts: applied, runId: viewer.runId, key: viewer.key });
+  }
+
+  // --- runs ({% run_status %}, {% run_viewer %}) ------------------------------------------------
+  // A run subscription's parts are states of the run; the newest is shown. Everything from the
+  // run goes in as text (badge, step, metadata as JSON, error).
+  function drawRun(viewer, run) {
+    var el = viewer.el;
+    el.setAttribute("data-run-status", run.status);
+    var badge = child(el, "data-trigger-badge");
+    if (badge && badge.textContent !== run.label) { badge.textContent = run.label; }
+    if (badge) { badge.setAttribute("data-tone", run.tone); }
+    var wrap = child(el, "data-trigger-progress-wrap");
+    var bar = child(el, "data-trigger-progress");
+    var step = child(el, "data-trigger-step");
+    if (wrap && bar && run.progress) {
+      bar.value = run.progress.value;
+      bar.textContent = run.progress.percent + "%";
+      if (step) { step.textContent = (run.progress.step ? run.progress.step + " " : "") + run.progress.percent + "%"; }
+      wrap.hidden = false;
+    } else if (wrap && run.finished) {
+      wrap.hidden = true;
+    }
+    var metadata = child(el, "data-trigger-metadata");
+    var metadataWrap = child(el, "data-trigger-metadata-wrap");
+    if (metadata && run.metadata !== null && run.metadata !== undefined) {
+      metadata.textContent = JSON.stringify(run.metadata, null, 2);
+      if (metadataWrap) { metadataWrap.hidden = false; }
+    }
+    var errorEl = child(el, "data-trigger-error");
+    if (errorEl && run.error) { errorEl.textContent = run.error; errorEl.hidden = false; }
+    if (el.hasAttribute("data-trigger-run-viewer")) { addRunStreams(viewer, run); }
+    emit(viewer, "trigger:run", { run: run, runId: viewer.runId });
+  }
+
+  function addRunStreams(viewer, run) {
+    var el = viewer.el;
+    var container = child(el, "data-trigger-streams");
+    if (!container) { return; }
+    var wanted = el.dataset.streams ? el.dataset.streams.split(",") : null;
+    (run.streams || []).forEach(function (key) {
+      if (wanted && wanted.indexOf(key) === -1) { return; }
+      var existing = container.children;
+      for (var k = 0; k < existing.length; k++) { if (existing[k].dataset.key === key) { return; } }
+      // A stream viewer like {% stream_viewer %}'s, on the run's ticket; the observer of this
+      // script picks it up and subscribes it on the page's socket.
+      var section = document.createElement("section");
+      section.className = "trigger-stream trigger-run__stream";
+      section.setAttribute("data-trigger-stream", "");
+      section.setAttribute("data-state", "connecting");
+      section.setAttribute("data-ticket", el.dataset.ticket);
+      section.setAttribute("data-run-id", viewer.runId);
+      section.setAttribute("data-key", key);
+      section.setAttribute("data-render", "parts");
+      if (el.dataset.throttleMs) { section.setAttribute("data-throttle-ms", el.dataset.throttleMs); }
+      if (el.dataset.timeout) { section.setAttribute("data-timeout", el.dataset.timeout); }
+      var heading = document.createElement("h3");
+      heading.className = "trigger-run__stream-name";
+      heading.textContent = key;
+      var output = document.createElement("div");
+      output.className = "trigger-stream__output";
+      output.setAttribute("data-trigger-output", "");
+      var errorEl = document.createElement("p");
+      errorEl.className = "trigger-stream__error";
+      errorEl.setAttribute("data-trigger-error", "");
+      errorEl.setAttribute("role", "alert");
+      errorEl.hidden = true;
+      section.appendChild(heading);
+      section.appendChild(output);
+      section.appendChild(errorEl);
+      container.appendChild(section);
+    });
+  }
+
+  // Object parts: text (text-delta) is appended as text to the current text block; any other
+  // part arrives as HTML that the server rendered with the part's Django template (autoescaped,
+  // chosen by the template that rendered the page and signed into the ticket).
+  function drawParts(viewer, applied) {
+    var output = child(viewer.el, "data-trigger-output") || viewer.el;
+    for (var k = 0; k < applied.length; k++) {
+      var part = applied[k];
+      emit(viewer, "trigger:data", { chunk: part.chunk, part: part, runId: viewer.runId, key: viewer.key });
+      if (typeof part.html === "string") {
+        var holder = document.createElement("template");
+        holder.innerHTML = part.html;
+        output.appendChild(holder.content);
+        viewer.textBlock = null;
+      } else {
+        if (!viewer.textBlock) {
+          viewer.textBlock = document.createElement("p");
+          viewer.textBlock.className = "trigger-run__text";
+          output.appendChild(viewer.textBlock);
+        }
+        var text = typeof part.text === "string" ? part.text : chunkText(part.chunk);
+        viewer.textBlock.appendChild(document.createTextNode(text));
+      }
+    }
+    viewer.partCount += applied.length;
     emit(viewer, "trigger:parts", { parts: applied, runId: viewer.runId, key: viewer.key });
   }
 
