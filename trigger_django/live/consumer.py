@@ -28,6 +28,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from trigger_django.conf import get_config
 from trigger_django.live import limits, sessions
 from trigger_django.live.hub import Source, Transformed, get_hub
+from trigger_django.live.markdown import MarkdownSource
 from trigger_django.live.parts import render_parts
 from trigger_django.live.protocol import (
     MAX_SUBSCRIPTIONS,
@@ -395,7 +396,8 @@ def _renewed(ticket: Ticket) -> str:
 
 def _source(message: Subscribe, part_templates: str | None) -> Source:
     """The hub source a subscribe names: a run's state, or an output stream that follows its
-    run (``FOLLOW_RUNS``), its object parts rendered with ``part_templates`` when given."""
+    run (``FOLLOW_RUNS``), its object parts rendered with ``part_templates`` when given, or its
+    text rendered as markdown (``render: "markdown"``)."""
     if message.feed == "run":
         return RunFeed(message.run_id)
     start_index = None if message.cursor else message.start_index
@@ -403,4 +405,6 @@ def _source(message: Subscribe, part_templates: str | None) -> Source:
     source: Source = stream_class(message.run_id, message.key, start_index)
     if part_templates is not None:
         source = Transformed(source, f"parts:{part_templates}", render_parts(part_templates))
+    elif message.render_markdown:
+        source = MarkdownSource(source)
     return source
