@@ -450,9 +450,10 @@
     if (viewer.maxParts) {
       // max_parts= keeps the last N blocks (paragraphs, lists, tables, code blocks…) and the tail.
       var elements = where.blocks.children;
-      while (elements.length > viewer.maxParts) {
-        while (where.blocks.firstChild !== elements[0]) { where.blocks.removeChild(where.blocks.firstChild); }
-        where.blocks.removeChild(elements[0]);
+      if (elements.length > viewer.maxParts) {
+        while (elements.length > viewer.maxParts) { where.blocks.removeChild(elements[0]); }
+        // and the line breaks the removed blocks ended with
+        while (where.blocks.firstChild && where.blocks.firstChild.nodeType !== 1) { where.blocks.removeChild(where.blocks.firstChild); }
       }
     }
     viewer.partCount += applied.length;
