@@ -1,13 +1,15 @@
 """The text a stream already holds, for the first HTML of a page (``{% stream_viewer %}``).
 
 While a page renders, `read_snapshot` reads the stream from its start for at most
-``SNAPSHOT_DEADLINE`` seconds (default 0.5; 0 turns it off) and, at the same time, the run's
-state. On a v2 stream the read knows when it has caught up: S2 sends a ``ping`` (or a live
-``batch``) carrying ``tail`` once it has delivered everything the stream held, and the read stops
-there, usually within a few milliseconds. A v1 stream says nothing of it, so the read takes what
-arrived before the deadline. The viewer then shows that text (or its markdown, rendered exactly as
-the hub renders it: one flush per part, so the block count matches the live items) and carries the
-cursor of its last part, so the socket resumes after it.
+``SNAPSHOT_DEADLINE`` seconds (default 0.5; 0 turns it off), and takes the run's state from
+``trigger_django.runs.fetch_run`` (which ``{% run_status %}`` on the same page has usually
+fetched already; otherwise within ``RUN_STATE_DEADLINE``). On a v2 stream the read knows when it
+has caught up: S2 sends a ``ping`` (or a live ``batch``) carrying ``tail`` once it has delivered
+everything the stream held, and the read stops there, usually within a few milliseconds. A v1
+stream says nothing of it, so the read takes what arrived before the deadline. The viewer then
+shows that text (or its markdown, rendered exactly as the hub renders it: one flush per part, so
+the block count matches the live items) and carries the cursor of its last part, so the socket
+resumes after it.
 
 A run that has already finished (``trigger_django.runs.FINISHED_STATUSES``) and whose stream was
 read to its end renders ``complete``: the page opens no socket for it.
@@ -125,25 +127,16 @@ def read_snapshot(
         deadline = get_config().snapshot_deadline
     if deadline <= 0:
         return None
-    return bounded_sync(_snapshot, run_id, key, markdown, start_index, deadline)
+    from trigger_django.runs import FINISHED_STATUSES, fetch_run
 
-
-async def _snapshot(
-    run_id: str, key: str, markdown: bool, start_index: int | None, deadline: float
-) -> Snapshot:
-    from trigger_django.runs import FINISHED_STATUSES, _first_state
-
-    async def run_status() -> str | None:
-        try:
-            run = await _first_state(run_id, deadline)
-        except Exception:
-            return None
-        return None if run is None else run.status
-
-    (parts, to_the_end), status = await asyncio.gather(
-        _read(run_id, key, start_index, deadline), run_status()
-    )
-    complete = to_the_end and status in FINISHED_STATUSES
+    # The run's state as {% run_status %} fetched it for this page (cached for a second), or
+    # within RUN_STATE_DEADLINE: a finished run's page needs no socket at all.
+    run = fetch_run(run_id)
+    read = bounded_sync(_read, run_id, key, start_index, deadline)
+    if read is None:
+        return None
+    parts, to_the_end = read
+    complete = to_the_end and run is not None and run.status in FINISHED_STATUSES
     return snapshot_from_parts(parts, markdown=markdown, complete=complete)
 
 
