@@ -157,7 +157,8 @@ XSS_PARTS = [
     "[one](javascript:window.__pwned=4) <javascript:alert(5)> [six](<javascript:alert(6)>)\n\n",
     "![seven](javascript:alert(7)) ![eight](data:image/svg+xml,<svg onload=alert(8)>)\n\n",
     '<iframe srcdoc="<script>parent.__pwned=9</script>"></iframe>\n\n',
-    "[ten](data:text/html;base64,PHNjcmlwdD5hbGVydCgxMCk8L3NjcmlwdD4=) [x](vbscript:msgbox(11))\n\n",
+    "[ten](data:text/html;base64,PHNjcmlwdD5hbGVydCgxMCk8L3NjcmlwdD4=) "
+    "[x](vbscript:msgbox(11))\n\n",
     "```\n</code></pre><img src=x onerror=alert(12)>\n```\n\n",
     "| a | b |\n|---|---|\n| <b onclick=alert(13)>c</b> | [d](javascript:alert(14)) |\n\n",
     "**<a href=javascript:alert(15)>bold</a>** `<script>alert(16)</script>`\n",
@@ -170,7 +171,9 @@ HOSTILE_IN_OUTPUT = """(output) => {
     }
     for (const attr of el.attributes) {
       if (attr.name.startsWith("on") || attr.name === "srcdoc") { found.push(attr.name); }
-      if (/^\\s*(javascript|data|vbscript):/i.test(attr.value)) { found.push(attr.name + "=" + attr.value); }
+      if (/^\\s*(javascript|data|vbscript):/i.test(attr.value)) {
+        found.push(attr.name + "=" + attr.value);
+      }
     }
   }
   return found;
