@@ -98,7 +98,12 @@ async def test_a_finished_run_renders_complete_and_opens_no_websocket(
     run_id = finished_run(emulator, tokens(text))
     sockets: list[str] = []
     page.on("websocket", lambda socket: sockets.append(socket.url))
-    await page.goto(f"{daphne_server.url}/runs/{run_id}/?render=markdown")
+    response = await page.goto(f"{daphne_server.url}/runs/{run_id}/?render=markdown")
+    body = await response.text()
+    # Every live element of the page renders finished: the run's status badge, the answer, and
+    # the approval form (closed, its run subscription complete).
+    assert re.findall(r'data-state="(\w+)"', body) == ["complete", "complete", "closed", "complete"]
+    await expect(page.locator("form[data-trigger-input]")).to_contain_text("no longer accepts")
     await page.wait_for_load_state("networkidle")
     viewer = page.locator(VIEWER)
     await expect(viewer).to_have_attribute("data-state", "complete")
