@@ -538,7 +538,7 @@
       section.setAttribute("data-render", "parts");
       if (el.dataset.throttleMs) { section.setAttribute("data-throttle-ms", el.dataset.throttleMs); }
       if (el.dataset.timeout) { section.setAttribute("data-timeout", el.dataset.timeout); }
-      var heading = document.createElement("h3");
+      var heading = document.createElement("h2"); // under the page's h1: no skipped level
       heading.className = "trigger-run__stream-name";
       heading.textContent = key;
       var output = document.createElement("div");
