@@ -23,10 +23,9 @@ from bench.markdown_feed import _Parts
 from bench.markdown_render import SIZES, answer_of
 from trigger_django.live.markdown import MarkdownSource
 
-SCRIPT = (
-    Path(__file__).resolve().parent.parent
-    / "trigger_django/static/trigger_django/trigger-django.js"
-)
+STATIC = Path(__file__).resolve().parent.parent / "trigger_django/static/trigger_django"
+SCRIPT = STATIC / "trigger-django.js"
+STYLE = STATIC / "trigger-django.css"
 PARTS_PER_SECOND = 200
 FRAME_MS = 16
 
@@ -92,7 +91,8 @@ async def bench_size(browser: Any, size: int) -> dict[str, Any]:
             'data-key="default" data-render="markdown" data-throttle-ms="16">'
             "<div data-trigger-output></div></div></main>"
         )
-        await page.set_content(f"<!doctype html><html><body>{viewer}</body></html>")
+        await page.set_content(f"<!doctype html><html><head></head><body>{viewer}</body></html>")
+        await page.add_style_tag(content=STYLE.read_text())
         await page.add_script_tag(content=setup)
 
         def busy(metrics: dict[str, Any]) -> float:
