@@ -15,7 +15,7 @@ from django.template import Context, Template
 from tests.markdown_corpus import ANSWERS
 from trigger_django import snapshot as snapshot_module
 from trigger_django.client import StreamPart
-from trigger_django.markdown import render_markdown
+from trigger_django.markdown import MarkdownStream, render_markdown
 
 pytestmark = pytest.mark.django_db
 
@@ -156,3 +156,22 @@ def test_no_read_inside_an_event_loop(snapshot_settings: Any) -> None:
         return snapshot_module.read_snapshot("run_abc", "default")
 
     assert asyncio.run(inside()) is None
+
+
+@pytest.mark.parametrize("name", sorted(ANSWERS))
+def test_the_snapshots_markdown_is_the_hubs_state_after_the_same_parts(name: str) -> None:
+    """The page's first HTML renders the text in one flush, the hub one flush per part: the
+    frozen blocks (and so their numbering) and the tail must agree at every part."""
+    parts = re.findall(r"\S+\s*|\s+", ANSWERS[name])
+    stream = MarkdownStream()
+    blocks: list[str] = []
+    for index, part in enumerate(parts):
+        stream.feed(part)
+        update = stream.flush()
+        blocks.extend(update.append)
+        once = snapshot_module.snapshot_from_parts(
+            [StreamPart(str(i), p, 0) for i, p in enumerate(parts[: index + 1])],
+            markdown=True,
+            complete=False,
+        )
+        assert (once.blocks, once.tail) == (blocks, update.tail), index

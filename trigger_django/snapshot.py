@@ -7,9 +7,9 @@ fetched already; otherwise within ``RUN_STATE_DEADLINE``). On a v2 stream the re
 has caught up: S2 sends a ``ping`` (or a live ``batch``) carrying ``tail`` once it has delivered
 everything the stream held, and the read stops there, usually within a few milliseconds. A v1
 stream says nothing of it, so the read takes what arrived before the deadline. The viewer then
-shows that text (or its markdown, rendered exactly as the hub renders it: one flush per part, so
-the block count matches the live items) and carries the cursor of its last part, so the socket
-resumes after it.
+shows that text (or its markdown, in the state the hub's rendering has after the same parts: the
+frozen blocks depend on the text only, so the block count matches the live items) and carries
+the cursor of its last part, so the socket resumes after it.
 
 A run that has already finished (``trigger_django.runs.FINISHED_STATUSES``) and whose stream was
 read to its end renders ``complete``: the page opens no socket for it.
@@ -102,12 +102,14 @@ def snapshot_from_parts(parts: list[StreamPart], *, markdown: bool, complete: bo
     blocks: list[str] = []
     tail = ""
     if markdown:
+        # One flush for the whole text: which blocks are frozen depends on the text only, not
+        # on when flushes happened, so this is the hub's state after the same parts
+        # (live/markdown.py), at the cost of one render instead of one per part.
         stream = MarkdownStream()
-        for text in texts:  # one flush per part, as the hub renders (live/markdown.py)
-            stream.feed(text)
-            update = stream.flush()
-            blocks.extend(update.append)
-            tail = update.tail
+        stream.feed("".join(texts))
+        update = stream.flush()
+        blocks = list(update.append)
+        tail = update.tail
         if complete:
             tail = stream.final_tail()
     return Snapshot(len(parts), texts, cursor, cursor_i, entry_before, blocks, tail, complete)

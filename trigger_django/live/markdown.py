@@ -15,8 +15,9 @@ numbering does not depend on when flushes happened) and the last item's tail.
 The rendering state lives in the source object, which the hub keeps for the feed's lifetime, so
 every read of the feed shares it:
 
-* the shared read renders each new part once (one flush per part, so the block numbering at a
-  given part is the same in every process and in the page's first HTML, see ``snapshot``);
+* the shared read renders each new part once (one flush per part; which blocks are frozen after
+  a part depends on the text so far only, so the numbering at a given part is the same in every
+  process and in the page's first HTML, see ``trigger_django.snapshot``);
 * a read of parts already rendered (a viewer's catch-up read from an old cursor, the shared read
   reopened after an idle end) does not render them again: each carries the blocks it froze when
   it was rendered (kept as a count per part), with the tail of now;
