@@ -71,7 +71,7 @@ async def test_with_javascript_the_form_sends_in_place_and_the_task_continues(
     await page.get_by_role("button", name="Approve").click()
 
     await expect(form).to_have_attribute("data-state", "sent")
-    await expect(page.get_by_role("status")).to_have_text("Approved.")
+    await expect(page.locator(FORM).get_by_role("status")).to_have_text("Approved.")
     await expect(page.locator("#answer [data-trigger-output]")).to_contain_text(
         f"Approved by {E2E_USER}.", timeout=15_000
     )
