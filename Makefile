@@ -50,10 +50,16 @@ demo: venv
 
 # The client readers (bench/run.py), then the whole pipeline (bench/pipeline.py: emulator ->
 # daphne -> viewers). BENCH_ARGS is passed to the pipeline, e.g. BENCH_ARGS="--scenario 3 --quick".
+# Then the server-side markdown: per-flush render cost (bench/markdown_render.py) and per-part
+# cost in the hub (bench/markdown_feed.py), and Chromium main-thread time while it streams
+# (bench/markdown_browser.py), at 1, 10 and 100 KB answers.
 BENCH_ARGS ?=
 bench: venv node-deps
 	$(PY) -m bench.run
 	$(PY) -m bench.pipeline $(BENCH_ARGS)
+	$(PY) -m bench.markdown_render
+	$(PY) -m bench.markdown_feed
+	$(PY) -m bench.markdown_browser
 
 # The soak of `make test` (tests/e2e/test_soak.py), for SOAK_SECONDS of cycles (default 600).
 SOAK_SECONDS ?= 600

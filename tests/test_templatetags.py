@@ -135,11 +135,20 @@ EXPECTED_VIEWER = (
     'data-ticket="TICKET" data-run-id="run_abc123" data-key="ai-output" data-timeout="60" '
     'data-throttle-ms="16">\n'
     '<p class="trigger-stream__status" data-trigger-status>Loading…</p>\n'
-    '<div class="trigger-stream__output" data-trigger-output role="log" aria-busy="true"></div>\n'
+    '<div class="trigger-stream__output" data-trigger-output role="log" '
+    'aria-label="Stream output" aria-busy="true"></div>\n'
+    '<p class="trigger-stream__announce" data-trigger-announce role="status"></p>\n'
     '<p class="trigger-stream__error" data-trigger-error hidden></p>\n'
-    '<p class="trigger-sr-only" data-trigger-announce role="status"></p>\n'
+    '<noscript><p class="trigger-stream__noscript">This stream is still being written: reload '
+    "the page to see more.</p></noscript>\n"
     "</div>"
 )
+
+
+@pytest.fixture(autouse=True)
+def _no_snapshot_unless_asked(settings: Any) -> None:
+    """The exact-HTML tests render with nothing upstream: no read at render time."""
+    settings.TRIGGER_DJANGO = {**settings.TRIGGER_DJANGO, "SNAPSHOT_DEADLINE": 0}
 
 
 def test_viewer_exact_html() -> None:
@@ -202,6 +211,10 @@ def test_viewer_markdown_exact_html() -> None:
     html, _ = split_ticket(render('{% stream_viewer "run_abc123" "ai-output" render="markdown" %}'))
     assert html == EXPECTED_VIEWER.replace(
         'data-throttle-ms="16">', 'data-throttle-ms="16" data-render="markdown">'
+    ).replace(
+        'aria-busy="true"></div>',
+        'aria-busy="true"><div class="trigger-md__blocks" data-trigger-md-blocks></div>'
+        '<div class="trigger-md__tail" data-trigger-md-tail></div></div>',
     )
 
 

@@ -46,6 +46,9 @@ DEFAULTS: dict[str, Any] = {
     # Seconds {% run_status %} / {% run_viewer %} wait for the run's state while the page
     # renders (it is then in the first HTML); 0 renders "Loading…" and lets the socket tell.
     "RUN_STATE_DEADLINE": 2.0,
+    # Seconds {% stream_viewer %} reads the stream while the page renders, so that the text so
+    # far is in the first HTML (a v2 read stops as soon as it has caught up); 0 turns it off.
+    "SNAPSHOT_DEADLINE": 0.5,
     # Largest input-stream send accepted (the Trigger.dev limit is 1 MiB).
     "MAX_INPUT_BYTES": 1024 * 1024,
     # httpx pool limits for upstream connections; each open stream holds one connection.
@@ -102,6 +105,7 @@ class Config:
     max_streams_per_user: int
     follow_runs: bool
     run_state_deadline: float
+    snapshot_deadline: float
     max_input_bytes: int
     http_max_connections: int
     http_max_keepalive_connections: int
@@ -139,6 +143,7 @@ def get_config() -> Config:
         max_streams_per_user=int(merged["MAX_STREAMS_PER_USER"]),
         follow_runs=bool(merged["FOLLOW_RUNS"]),
         run_state_deadline=float(merged["RUN_STATE_DEADLINE"]),
+        snapshot_deadline=float(merged["SNAPSHOT_DEADLINE"]),
         max_input_bytes=int(merged["MAX_INPUT_BYTES"]),
         http_max_connections=int(merged["HTTP_MAX_CONNECTIONS"]),
         http_max_keepalive_connections=int(merged["HTTP_MAX_KEEPALIVE_CONNECTIONS"]),

@@ -339,6 +339,15 @@ def _user_pk(request: HttpRequest | None) -> object:
     return user.pk if user is not None and user.is_authenticated else None
 
 
+def _finished_label(run_id: str) -> str | None:
+    from trigger_django.runs import FINISHED_STATUSES, recent_run, status_view
+
+    run = recent_run(run_id)
+    if run is None or run.status not in FINISHED_STATUSES:
+        return None
+    return status_view(run.status).label
+
+
 def render_approval_form(
     request: HttpRequest | None,
     run_id: str,
@@ -382,6 +391,9 @@ def render_approval_form(
         "idempotency_key": make_idempotency_key(run_id, stream_id, form_name),
         # The form follows its run (trigger-django.js): closed once the run has finished.
         "run_ticket": make_ticket(user_pk=_user_pk(request), run_id=run_id, key=RUN_WIDE),
+        # Closed already when the page's {% run_status %} found the run finished: then the page
+        # needs no socket for it.
+        "finished": _finished_label(run_id),
     }
     if csrf_token is None and request is not None:
         csrf_token = get_token(request)

@@ -265,6 +265,18 @@ class MarkdownStream:
         self._dirty = False
         return RenderUpdate(append, self._tail)
 
+    def final_tail(self) -> str:
+        """The open tail rendered as written (unhealed), without ending the stream: what
+        `finish()` would append, as one string. The frozen blocks followed by it equal
+        `render_markdown()` of the text so far."""
+        if self._finished:
+            return ""
+        source = self._open + ("\n" if self._carry_cr else "")
+        if not source.strip():
+            return ""
+        env = {"references": dict(self._references)}
+        return sanitize_html(_md.render(source, env))
+
     def finish(self) -> RenderUpdate:
         """The stream has ended: render everything still open as written (unhealed) and append
         it; the tail becomes empty."""

@@ -37,6 +37,7 @@ __all__ = [
     "StatusView",
     "fetch_run",
     "progress_from_metadata",
+    "recent_run",
     "render_run_status",
     "render_run_viewer",
     "status_view",
@@ -138,6 +139,15 @@ def fetch_run(run_id: str, *, deadline: float | None = None) -> Run | None:
         _recent.clear()
     _recent[run_id] = (now, run)
     return run
+
+
+def recent_run(run_id: str) -> Run | None:
+    """The state `fetch_run` got for this page's render (within the last second), if any:
+    never fetches."""
+    cached = _recent.get(run_id)
+    if cached is not None and time.monotonic() - cached[0] < _STATE_TTL_SECONDS:
+        return cached[1]
+    return None
 
 
 async def _first_state(run_id: str, deadline: float) -> Run | None:

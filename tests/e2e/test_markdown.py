@@ -1,4 +1,6 @@
-"""{% stream_viewer render="markdown" %} in Chromium: the allowed elements, and nothing else."""
+"""{% stream_viewer render="markdown" %} in Chromium: the markdown is rendered and sanitised on
+the server (markdown-it-py + nh3), once per stream; the page inserts only that HTML. The allowed
+elements, and nothing else."""
 
 from __future__ import annotations
 
@@ -8,11 +10,14 @@ import pytest
 from playwright.async_api import expect
 
 from tests.e2e.conftest import DaphneServer
+from trigger_django.client import StreamPart
+from trigger_django.markdown import render_markdown
+from trigger_django.snapshot import snapshot_from_parts
 from trigger_django.tickets import make_ticket
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-REL = 'rel="noopener noreferrer nofollow"'
+REL = 'rel="noopener noreferrer"'
 
 # Split mid-heading, mid-emphasis, mid-**, mid-code span, mid-list item, mid-fence, mid-link.
 DOC_PARTS = [
@@ -30,27 +35,32 @@ DOC_PARTS = [
     "cs](https://example.com/a?b=1&c=2), [a page](/runs/) or [mail](mailto:a@example.com).",
 ]
 DOC_HTML = (
-    "<h1>Streaming <em>markdown</em></h1>"
-    "<p>Some <strong>bold</strong> text, <code>inline code</code> and <em>em</em>.</p>"
-    "<ul><li>one</li><li>two</li></ul>"
-    "<ol><li>first</li><li>second</li></ol>"
-    "<blockquote><p>a quote</p></blockquote>"
-    "<hr>"
-    "<pre><code>x = 1 &lt; 2</code></pre>"
+    "<h1>Streaming <em>markdown</em></h1>\n"
+    "<p>Some <strong>bold</strong> text, <code>inline code</code> and <em>em</em>.</p>\n"
+    "<ul>\n<li>one</li>\n<li>two</li>\n</ul>\n"
+    "<ol>\n<li>first</li>\n<li>second</li>\n</ol>\n"
+    "<blockquote>\n<p>a quote</p>\n</blockquote>\n"
+    "<hr>\n"
+    '<pre><code class="language-py">x = 1 &lt; 2\n</code></pre>\n'
     f'<p>See <a href="https://example.com/a?b=1&amp;c=2" {REL}>the docs</a>, '
-    f'<a href="/runs/" {REL}>a page</a> or <a href="mailto:a@example.com" {REL}>mail</a>.</p>'
+    f'<a href="/runs/" {REL}>a page</a> or <a href="mailto:a@example.com" {REL}>mail</a>.</p>\n'
 )
-# max_parts=1 keeps only the last part, and applies before rendering.
-LAST_PART_HTML = (
-    "<p>cs](https://example.com/a?b=1&amp;c=2), "
-    f'<a href="/runs/" {REL}>a page</a> or <a href="mailto:a@example.com" {REL}>mail</a>.</p>'
-)
-# A stream that stops mid-construct: unclosed ** and ` stay text, an unclosed fence is open code.
+# A stream that stops mid-construct: at its end the text is rendered as written (unclosed ** and
+# ` stay text; an unclosed fence is a code block to the end).
 PARTIAL_PARTS = ["Text with **bol", "d and `co", "de\n\nNext *is* fine.\n\n```js\nlet b = '<b>';"]
 PARTIAL_HTML = (
-    "<p>Text with **bold and `code</p><p>Next <em>is</em> fine.</p>"
-    "<pre><code>let b = '&lt;b&gt;';</code></pre>"
+    "<p>Text with **bold and `code</p>\n<p>Next <em>is</em> fine.</p>\n"
+    "<pre><code class=\"language-js\">let b = '&lt;b&gt;';</code></pre>\n"
 )
+
+
+def last_blocks_html(parts: list[str], count: int) -> str:
+    """max_parts=N keeps the last N frozen blocks and the tail."""
+    rendered = snapshot_from_parts(
+        [StreamPart(str(i), part, 0) for i, part in enumerate(parts)], markdown=True, complete=True
+    )
+    return "".join(rendered.blocks[-count:]) + rendered.tail
+
 
 HOSTILE_PARTS = [
     '<img src=x onerror="window.__pwned = 1">\n\n',
@@ -65,24 +75,34 @@ HOSTILE_LITERALS = [
     '<img src=x onerror="window.__pwned = 1">',
     "<script>window.__pwned = 2</script>",
     '<svg onload="window.__pwned = 3">',
-    "one two [three](java\tscript:alert(3)) four five",
+    # Links whose URL is not http(s)/mailto/relative are not links: shown as written.
+    "[one](javascript:alert(1)) [two](JaVaScRiPt:alert(2)) [three](java\tscript:alert(3)) "
+    "[four](data:text/html,<script>alert(4)</script>) [five](vbscript:msgbox(5))",
     '<a href="javascript:alert(6)">six</a> <b onclick="alert(7)">seven</b>',
     "</code></pre><img src=x onerror=alert(8)>",
 ]
 
-# Everything in an output that the renderer's allow-list does not permit.
+# Everything in an output that the sanitiser's allow-list (trigger_django.markdown) does not
+# permit; the two containers the script keeps (frozen blocks, tail) are the only other elements.
 VIOLATIONS = """(root) => {
   const allowed = new Set(["H1", "H2", "H3", "H4", "H5", "H6", "P", "UL", "OL", "LI", "STRONG",
-    "EM", "CODE", "PRE", "BLOCKQUOTE", "A", "HR", "BR"]);
-  const attributes = {A: ["href", "rel"], OL: ["start"]};
+    "EM", "CODE", "PRE", "BLOCKQUOTE", "A", "HR", "BR", "DEL", "S", "TABLE", "THEAD", "TBODY",
+    "TR", "TH", "TD", "IMG"]);
+  const attributes = {A: ["href", "rel", "title"], OL: ["start"], CODE: ["class"],
+    IMG: ["src", "alt", "title"], TH: ["style"], TD: ["style"]};
   const found = [];
   for (const el of root.querySelectorAll("*")) {
+    if (el.matches("div[data-trigger-md-blocks], div[data-trigger-md-tail]")
+        && el.parentElement === root) { continue; }
     if (!allowed.has(el.tagName)) { found.push("element " + el.tagName); }
     for (const attr of el.attributes) {
       if (attr.name.toLowerCase().startsWith("on")) { found.push("handler " + attr.name); }
       if (!(attributes[el.tagName] || []).includes(attr.name)) {
         found.push(el.tagName + "[" + attr.name + "]");
       }
+    }
+    if (el.tagName === "A" && el.getAttribute("rel") !== "noopener noreferrer") {
+      found.push("rel " + el.getAttribute("rel"));
     }
     if (el.tagName === "A" && !["http:", "https:", "mailto:"].includes(el.protocol)) {
       found.push("href " + el.getAttribute("href"));
@@ -110,7 +130,8 @@ ADD_VIEWERS = (
         window.__batches[id] = [];
         el.addEventListener("trigger:parts", () => {
             const output = el.querySelector("[data-trigger-output]");
-            window.__batches[id].push({html: output.innerHTML, violations: violations(output)});
+            const html = [...output.children].map((c) => c.innerHTML).join("");
+            window.__batches[id].push({html, violations: violations(output)});
         });
         document.querySelector("main").append(el);
     }
@@ -141,7 +162,10 @@ async def open_viewers(
 
 
 async def output_html(page: Any, viewer_id: str) -> str:
-    return await page.locator(f"#{viewer_id} [data-trigger-output]").inner_html()
+    """The frozen blocks' HTML followed by the tail's, as the page holds them."""
+    return await page.locator(f"#{viewer_id} [data-trigger-output]").evaluate(
+        "(output) => [...output.children].map((c) => c.innerHTML).join('')"
+    )
 
 
 async def test_markdown_renders_the_allowed_elements_across_split_parts(
@@ -155,8 +179,13 @@ async def test_markdown_renders_the_allowed_elements_across_split_parts(
         [("doc", DOC_PARTS, ""), ("last", DOC_PARTS, "1"), ("partial", PARTIAL_PARTS, "")],
     )
     assert await output_html(page, "doc") == DOC_HTML
-    assert await output_html(page, "last") == LAST_PART_HTML
+    assert render_markdown("".join(DOC_PARTS)) == DOC_HTML
+    last = last_blocks_html(DOC_PARTS, 1)
+    assert DOC_HTML.endswith(last)
+    assert last.startswith("<hr>\n")  # the blocks before the last frozen one are gone
+    assert await output_html(page, "last") == last
     assert await output_html(page, "partial") == PARTIAL_HTML
+    assert render_markdown("".join(PARTIAL_PARTS)) == PARTIAL_HTML
     batches = await page.evaluate("window.__batches")
     for viewer_id in ("doc", "last", "partial"):
         assert batches[viewer_id], f"{viewer_id}: no batch applied"
@@ -187,7 +216,7 @@ async def test_hostile_markdown_creates_no_element_attribute_or_link_outside_the
     assert await output.locator("h1").text_content() == '<svg onload="window.__pwned = 3">'
     assert await output.locator("strong").text_content() == '<b onclick="alert(7)">seven</b>'
     assert await output.locator("pre code").text_content() == (
-        "</code></pre><img src=x onerror=alert(8)>"
+        "</code></pre><img src=x onerror=alert(8)>\n"
     )
     batches = await page.evaluate("window.__batches.hostile")
     assert batches

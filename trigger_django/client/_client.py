@@ -208,9 +208,11 @@ class _StreamState:
     """What survives reconnects of one subscription."""
 
     __slots__ = (
+        "caught_up",
         "cursor",
         "failures",
         "from_latest",
+        "on_caught_up",
         "seen_ids",
         "seen_order",
         "stream_version",
@@ -223,6 +225,9 @@ class _StreamState:
         self.token = token
         self.failures = 0
         self.stream_version: str | None = None
+        # v2: the read reached the end of what the stream held (a ping or a batch with `tail`).
+        self.caught_up = False
+        self.on_caught_up: Callable[[], object] | None = None
         # Kept for the whole subscription (the SDK keeps it per connection) so that a server
         # replaying records after a reconnect cannot produce duplicates either.
         self.seen_ids: set[Any] = set()
@@ -249,6 +254,22 @@ class StreamSubscription(AsyncIterator[StreamPart]):
     def stream_version(self) -> str | None:
         """``"v1"`` or ``"v2"`` once a response arrived (from ``X-Stream-Version``)."""
         return self._state.stream_version
+
+    @property
+    def caught_up(self) -> bool:
+        """``True`` once a v2 read has reached the end of what the stream held: S2 sends a
+        ``ping`` (or a live ``batch``) with a ``tail`` then. Always ``False`` on v1 streams,
+        which say nothing of it."""
+        return self._state.caught_up
+
+    @property
+    def on_caught_up(self) -> Callable[[], object] | None:
+        """Called once, when the read first catches up, see :attr:`caught_up`."""
+        return self._state.on_caught_up
+
+    @on_caught_up.setter
+    def on_caught_up(self, callback: Callable[[], object] | None) -> None:
+        self._state.on_caught_up = callback
 
     def __aiter__(self) -> AsyncGenerator[StreamPart, None]:
         # `async for` drives the generator directly: no wrapper call per part.
@@ -1334,6 +1355,10 @@ def _v2_parts(event: ServerSentEvent, state: _StreamState) -> Iterator[StreamPar
     if event.event != "batch":
         if event.event == "error":
             raise _RetryableFailure(f"Stream read failed: {event.data}")
+        if event.event == "ping" and '"tail"' in event.data:
+            ping = _safe_parse_json(event.data)
+            if type(ping) is dict and type(ping.get("tail")) is dict:
+                _caught_up(state)
         return  # ping, [DONE]
     batch = _safe_parse_json(event.data)
     records = batch.get("records") if type(batch) is dict else None
@@ -1389,6 +1414,15 @@ def _v2_parts(event: ServerSentEvent, state: _StreamState) -> Iterator[StreamPar
             record_id,
             part_headers,
         )
+    if type(batch.get("tail")) is dict:
+        _caught_up(state)
+
+
+def _caught_up(state: _StreamState) -> None:
+    if not state.caught_up:
+        state.caught_up = True
+        if state.on_caught_up is not None:
+            state.on_caught_up()
 
 
 async def _body_chunks(

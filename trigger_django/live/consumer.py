@@ -28,6 +28,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from trigger_django.conf import get_config
 from trigger_django.live import limits, sessions
 from trigger_django.live.hub import Source, Transformed, get_hub
+from trigger_django.live.markdown import MarkdownSource
 from trigger_django.live.parts import render_parts
 from trigger_django.live.protocol import (
     MAX_SUBSCRIPTIONS,
@@ -398,7 +399,8 @@ def _renewed(ticket: Ticket) -> str:
 def _source(message: Subscribe, part_templates: str | None) -> Source:
     """The hub source a subscribe names: a run's state, or an output stream (through the
     cluster's relay with ``FANOUT``) that follows its run (``FOLLOW_RUNS``), its object parts
-    rendered with ``part_templates`` when given."""
+    rendered with ``part_templates`` when given, or its text rendered as markdown
+    (``render: "markdown"``)."""
     if message.feed == "run":
         return RunFeed(message.run_id)
     config = get_config()
@@ -414,4 +416,6 @@ def _source(message: Subscribe, part_templates: str | None) -> Source:
         source = FollowedOutputStream(source, message.run_id, message.key)
     if part_templates is not None:
         source = Transformed(source, f"parts:{part_templates}", render_parts(part_templates))
+    elif message.render_markdown:
+        source = MarkdownSource(source)
     return source

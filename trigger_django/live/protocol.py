@@ -105,6 +105,8 @@ class Subscribe:
     feed: str = "stream"
     #: Render object parts on the server with the ticket's part templates (``{% run_viewer %}``).
     render_parts: bool = False
+    #: Render the text as markdown on the server (``{% stream_viewer render="markdown" %}``).
+    render_markdown: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +166,8 @@ def _subscribe(content: dict[str, Any]) -> Subscribe:
     if feed != "stream":
         raise BadMessage("'feed' must be 'stream' or 'run'")
     render = content.get("render")
-    if render not in (None, "parts"):
-        raise BadMessage("'render' must be 'parts' when given")
+    if render not in (None, "parts", "markdown"):
+        raise BadMessage("'render' must be 'parts' or 'markdown' when given")
     if not isinstance(key, str) or not _STREAM_KEY_RE.fullmatch(key) or key == ".":
         raise BadMessage("subscribe needs a string 'key' (letters, digits, '_-.:$')")
     if ".." in key:
@@ -185,6 +187,7 @@ def _subscribe(content: dict[str, Any]) -> Subscribe:
         cursor,
         "stream",
         render == "parts",
+        render == "markdown",
     )
 
 

@@ -5,6 +5,7 @@ Each tag is a thin wrapper over a typed function returning ``SafeString``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import template
@@ -18,6 +19,7 @@ from django.utils.safestring import SafeString, mark_safe
 from trigger_django.conf import get_config
 from trigger_django.forms import render_approval_form
 from trigger_django.runs import render_run_status, render_run_viewer
+from trigger_django.snapshot import read_snapshot
 from trigger_django.tickets import (
     is_run_read_token,
     make_ticket,
@@ -28,8 +30,8 @@ from trigger_django.tickets import (
 register = template.Library()
 
 DEFAULT_STREAM_KEY = "default"
-#: ``render=`` values: ``text`` inserts parts as text; ``markdown`` renders them through the
-#: script's allow-list renderer (docs/stream-viewer.md, *Markdown*).
+#: ``render=`` values: ``text`` inserts parts as text; ``markdown`` shows them as markdown
+#: rendered and sanitised on the server (docs/stream-viewer.md, *Markdown*).
 RENDER_MODES = ("text", "markdown")
 
 
@@ -166,6 +168,9 @@ def render_stream_viewer(
     ticket = make_ticket(
         user_pk=_user_pk(context), run_id=run_id, key=key, access_token=carried_token
     )
+    start = None if start_index is None else _optional_int("start_index", start_index, minimum=0)
+    kept = None if max_parts is None else _optional_int("max_parts", max_parts, minimum=1)
+    snapshot = read_snapshot(run_id, key, markdown=render == "markdown", start_index=start)
     viewer_context = {
         "ticket": ticket,
         "run_id": run_id,
@@ -176,17 +181,24 @@ def render_stream_viewer(
             minimum=1,
             maximum=600,
         ),
-        "start_index": None
-        if start_index is None
-        else _optional_int("start_index", start_index, minimum=0),
+        "start_index": start,
         "throttle_ms": _optional_int(
             "throttle_ms", config.throttle_ms if throttle_ms is None else throttle_ms, minimum=0
         ),
-        "max_parts": None
-        if max_parts is None
-        else _optional_int("max_parts", max_parts, minimum=1),
+        "max_parts": kept,
         "element_id": element_id,
         "render": render,
+        # The text so far (docs/stream-viewer.md, *The text in the first HTML*), or None.
+        "snapshot": snapshot,
+        "snapshot_text": "" if snapshot is None else "".join(snapshot.kept_texts(kept)),
+        "snapshot_kept": None
+        if snapshot is None or kept is None or render != "text"
+        else json.dumps(snapshot.kept_texts(kept)),
+        # Sanitised by trigger_django.markdown (nh3's allow-list): safe to insert as HTML.
+        "snapshot_blocks": mark_safe(
+            "" if snapshot is None else "".join(snapshot.kept_blocks(kept))
+        ),
+        "snapshot_tail": mark_safe("" if snapshot is None else snapshot.tail),
     }
     return mark_safe(render_to_string(template_name, viewer_context).strip())
 

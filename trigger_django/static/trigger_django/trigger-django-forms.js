@@ -30,8 +30,9 @@
   }
 
   function markReady(form) {
-    if (form.hasAttribute("data-ready") || !form.getAttribute("data-trigger-run")) {
-      return;
+    if (form.hasAttribute("data-ready") || !form.getAttribute("data-trigger-run") ||
+        form.getAttribute("data-state") === "closed") {
+      return; // closed by the server: its run had finished when the page was rendered
     }
     form.setAttribute("data-ready", "");
     form.setAttribute("data-state", "ready");

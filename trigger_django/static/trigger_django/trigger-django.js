@@ -81,38 +81,32 @@
     var previous = viewer.state;
     viewer.state = state;
     viewer.el.setAttribute("data-state", state);
-    // The output (role="log") is busy while it streams, so assistive technology waits for it.
-    if (viewer.feed !== "run") { // a run's badge is no log: nothing to hold back
-      var output = child(viewer.el, "data-trigger-output") || viewer.el;
-      output.setAttribute("aria-busy", state === "complete" || state === "error" ? "false" : "true");
+    // The output is a role="log": busy while it streams, so assistive technology waits for it.
+    var output = viewer.feed === "stream" ? child(viewer.el, "data-trigger-output") : null;
+    if (output) { output.setAttribute("aria-busy", state === "complete" || state === "error" ? "false" : "true"); }
+    if (state === "live" && !viewer.announcedStart) {
+      viewer.announcedStart = true;
+      announce(viewer, "Receiving the stream.");
     }
-    announce(viewer, state);
     emit(viewer, "trigger:state", { state: state, previous: previous, runId: viewer.runId, key: viewer.key });
   }
 
-  // Start, completion and failure are each announced once, in the viewer's polite status region
-  // ([data-trigger-announce], role="status"), never per part. data-announce-start,
-  // data-announce-complete and data-announce-error on the root replace the default words.
-  var ANNOUNCEMENTS = {
-    live: ["announceStart", "Streaming started."],
-    complete: ["announceComplete", "Streaming finished."],
-    error: ["announceError", "Streaming failed."]
-  };
-
-  function announce(viewer, state) {
-    var words = ANNOUNCEMENTS[state];
+  // Start, completion and errors, once each, in the viewer's polite status region (never per
+  // part: the output itself is a busy log while it streams).
+  function announce(viewer, text) {
     var region = child(viewer.el, "data-trigger-announce");
-    viewer.announced = viewer.announced || {};
-    if (!words || !region || viewer.announced[state]) { return; }
-    viewer.announced[state] = true;
-    var text = viewer.el.dataset[words[0]] || words[1];
-    var errorEl = state === "error" ? child(viewer.el, "data-trigger-error") : null;
-    if (errorEl && errorEl.textContent) { text += " " + errorEl.textContent; }
-    region.textContent = text;
+    if (region) { region.textContent = text; }
+  }
+
+  function jsonData(el, name) {
+    try { return el.dataset[name] ? JSON.parse(el.dataset[name]) : null; } catch (e) { return null; }
   }
 
   function addViewer(el) {
     if (viewerByElement.has(el)) { return; }
+    // Rendered complete (a finished run, its whole text in the page): nothing to subscribe.
+    if (el.getAttribute("data-state") === "complete") { return; }
+    var firstCursor = el.dataset.cursor ? { id: el.dataset.cursor, i: intData(el, "cursorI") || 0 } : null;
     var viewer = {
       id: "s" + nextSubscription++,
       el: el,
@@ -127,15 +121,21 @@
       markdown: el.dataset.render === "markdown",
       parts: el.dataset.render === "parts", // object parts rendered on the server
       textBlock: null, // parts: the text block text-delta parts append to
-      source: "", // markdown: the text rendered last
+      // markdown: blocks inserted (numbered from 0) and the version of the tail shown; the
+      // page's first HTML may hold some already (data-md-blocks, data-md-seq)
+      mdBlocks: intData(el, "mdBlocks") || 0,
+      mdSeq: intData(el, "mdSeq") || 0,
+      mdTail: null,
       state: el.getAttribute("data-state") || "connecting",
-      cursor: null, // last applied {id, i}
-      entryBefore: null, // the last applied id before cursor.id (see resumeCursor)
+      // last applied {id, i}: the first HTML may already hold the text up to data-cursor
+      cursor: firstCursor,
+      entryBefore: el.dataset.entryBefore || null, // the last applied id before cursor.id (see resumeCursor)
       pending: [], // received, not yet applied
       ackDue: false, // the server asked for an acknowledgement of what was received
       terminal: null, // complete/error message, applied after the pending parts
-      kept: [], // texts of the last maxParts parts
-      partCount: 0,
+      kept: jsonData(el, "kept") || [], // texts of the last maxParts parts
+      partCount: intData(el, "parts") || 0,
+      announcedStart: false,
       lastFlush: 0,
       subscribed: false,
       done: false
@@ -209,7 +209,7 @@
       timeout: viewer.timeout,
       start_index: viewer.startIndex,
       cursor: resumeCursor(viewer),
-      render: viewer.parts ? "parts" : undefined
+      render: viewer.parts ? "parts" : (viewer.markdown ? "markdown" : undefined)
     });
   }
 
@@ -305,196 +305,6 @@
     }
   }
 
-  // --- markdown (render="markdown") ----------------------------------------------------------
-  // Streamed text is untrusted. It becomes DOM through createElement and textContent only: no
-  // HTML parser ever sees it, so raw HTML in it stays literal text and only these elements can
-  // exist. The one attribute that carries streamed text is an <a>'s href, after safeHref().
-  var MD_MAX_NESTING = 8; // deeper quotes, lists or emphasis render as plain text
-  var MD_FENCE = /^ {0,3}(`{3,})[^`]*$/;
-  var MD_HEADING = /^ {0,3}(#{1,6})(?:[ \t]+(.*))?$/;
-  var MD_RULE = /^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$/;
-  var MD_QUOTE = /^ {0,3}> ?(.*)$/;
-  var MD_ITEM = /^ {0,3}([-*+]|\d{1,9}[.)])(?:[ \t]+(.*))?$/;
-  var MD_INDENTED = /^(?:\t| {2,})/;
-  var MD_BLANK = /^[ \t]*$/;
-  // Earliest match wins; at one position: code, link, strong, em (which may hold a strong), hard
-  // break, escape. Emphasis spans at most ~500 characters, so a paragraph of unclosed markers
-  // costs linear time, not quadratic; no alternative can backtrack exponentially.
-  var MD_INLINE = /(`+)|\[([^\[\]\n]*)\]\(((?:[^()\s]|\([^()\s]*\))*)\)|(\*\*|__)(?=\S)([\s\S]{0,500}?\S)\4|(\*|_)(?=\S)((?:(?!\6)[\s\S]|\6\6(?:(?!\6)[\s\S])+?\6\6){0,500}?(?!\6)\S)\6|(?: {2,}|\\)\n|\\([!-\/:-@\[-`{-~])/g;
-  var LINK_PROTOCOLS = ["http:", "https:", "mailto:"];
-
-  function mdElement(name, parent) {
-    return parent.appendChild(document.createElement(name));
-  }
-
-  function mdText(parent, text) {
-    if (text) { parent.appendChild(document.createTextNode(text)); }
-  }
-
-  function safeHref(url) {
-    // Browsers drop tabs and newlines inside URLs and leading controls ("java\tscript:"):
-    // check the scheme they would see, then the protocol their own parser resolves.
-    var seen = url.replace(/[\t\n\r]/g, "").replace(/^[\u0000-\u0020]+/, "");
-    var scheme = /^([a-z][a-z0-9+.\-]*):/i.exec(seen);
-    if (scheme && LINK_PROTOCOLS.indexOf(scheme[1].toLowerCase() + ":") === -1) { return null; }
-    var probe = document.createElement("a");
-    probe.setAttribute("href", url);
-    return LINK_PROTOCOLS.indexOf(probe.protocol) === -1 ? null : url;
-  }
-
-  function isWordChar(ch) {
-    return !!ch && /[A-Za-z0-9]/.test(ch);
-  }
-
-  function closingBackticks(text, from, length) {
-    var run = /`+/g;
-    run.lastIndex = from;
-    for (var m = run.exec(text); m; m = run.exec(text)) {
-      if (m[0].length === length) { return m.index; }
-    }
-    return -1;
-  }
-
-  function appendInline(parent, text, depth) {
-    if (depth > MD_MAX_NESTING) { mdText(parent, text); return; }
-    var re = new RegExp(MD_INLINE.source, "g"); // one per call: appendInline recurses
-    var at = 0;
-    var unclosed = {}; // backtick run lengths with no closing run left: later ones have none either
-    for (var m = re.exec(text); m; m = re.exec(text)) {
-      var start = m.index;
-      var marker = m[4] || m[6];
-      if (marker && marker[0] === "_" && (isWordChar(text[start - 1]) || isWordChar(text[re.lastIndex]))) {
-        re.lastIndex = start + marker.length; // snake_case_name is not emphasis
-        continue;
-      }
-      if (m[1]) {
-        var close = unclosed[m[1].length] ? -1 : closingBackticks(text, re.lastIndex, m[1].length);
-        // An unclosed run (mid-stream) stays literal; the text after it is still parsed.
-        if (close === -1) { unclosed[m[1].length] = true; continue; }
-        mdText(parent, text.slice(at, start));
-        var code = text.slice(re.lastIndex, close).replace(/\n/g, " ");
-        if (/^ [\s\S]*[^ ][\s\S]* $/.test(code)) { code = code.slice(1, -1); }
-        mdElement("code", parent).textContent = code;
-        re.lastIndex = close + m[1].length;
-        at = re.lastIndex;
-        continue;
-      }
-      mdText(parent, text.slice(at, start));
-      at = re.lastIndex;
-      if (m[3] !== undefined) {
-        var href = safeHref(m[3]);
-        if (href === null) { appendInline(parent, m[2], depth + 1); continue; }
-        var link = mdElement("a", parent);
-        link.setAttribute("href", href);
-        link.setAttribute("rel", "noopener noreferrer nofollow");
-        appendInline(link, m[2], depth + 1);
-      } else if (m[4]) {
-        appendInline(mdElement("strong", parent), m[5], depth + 1);
-      } else if (m[6]) {
-        appendInline(mdElement("em", parent), m[7], depth + 1);
-      } else if (m[8] !== undefined) {
-        mdText(parent, m[8]);
-      } else {
-        mdElement("br", parent);
-      }
-    }
-    mdText(parent, text.slice(at));
-  }
-
-  function startsBlock(line) {
-    return MD_FENCE.test(line) || MD_HEADING.test(line) || MD_RULE.test(line) ||
-      MD_QUOTE.test(line) || MD_ITEM.test(line);
-  }
-
-  function isOrdered(marker) {
-    return /\d/.test(marker);
-  }
-
-  function appendList(parent, lines, k, depth) {
-    var first = MD_ITEM.exec(lines[k]);
-    var ordered = isOrdered(first[1]);
-    var list = mdElement(ordered ? "ol" : "ul", parent);
-    var number = parseInt(first[1], 10);
-    if (ordered && number !== 1) { list.setAttribute("start", String(number)); }
-    var m;
-    while (k < lines.length && (m = MD_ITEM.exec(lines[k])) && !MD_RULE.test(lines[k]) &&
-        isOrdered(m[1]) === ordered) {
-      var text = [m[2] || ""];
-      var children = [];
-      for (k++; k < lines.length; k++) {
-        var line = lines[k];
-        if (MD_BLANK.test(line)) {
-          // A blank line ends the item; the list goes on if an indented line or an item follows.
-          var next = k;
-          while (next < lines.length && MD_BLANK.test(lines[next])) { next++; }
-          if (next < lines.length && MD_INDENTED.test(lines[next])) { children.push(""); continue; }
-          k = next < lines.length && MD_ITEM.test(lines[next]) ? next : k;
-          break;
-        }
-        if (MD_INDENTED.test(line)) {
-          var inner = line.replace(/^(?:\t| {1,4})/, "");
-          if (children.length === 0 && !startsBlock(inner)) { text.push(inner); } else { children.push(inner); }
-        } else if (!startsBlock(line) && children.length === 0) {
-          text.push(line); // a lazy continuation of the item's text
-        } else {
-          break;
-        }
-      }
-      var item = mdElement("li", list);
-      appendInline(item, text.join("\n").trim(), depth + 1);
-      if (children.length) { appendBlocks(item, children, depth + 1); }
-    }
-    return k;
-  }
-
-  function appendBlocks(parent, lines, depth) {
-    if (depth > MD_MAX_NESTING) { mdText(parent, lines.join("\n")); return; }
-    var k = 0;
-    var m;
-    while (k < lines.length) {
-      var line = lines[k];
-      if (MD_BLANK.test(line)) {
-        k++;
-      } else if ((m = MD_FENCE.exec(line))) {
-        // Runs to its closing fence, or to the end: an open code block while streaming.
-        var body = [];
-        for (k++; k < lines.length; k++) {
-          var fence = /^ {0,3}(`{3,})[ \t]*$/.exec(lines[k]);
-          if (fence && fence[1].length >= m[1].length) { k++; break; }
-          body.push(lines[k]);
-        }
-        mdElement("code", mdElement("pre", parent)).textContent = body.join("\n");
-      } else if ((m = MD_HEADING.exec(line))) {
-        var heading = mdElement("h" + m[1].length, parent);
-        appendInline(heading, (m[2] || "").replace(/(?:^|[ \t]+)#+[ \t]*$/, "").trim(), depth);
-        k++;
-      } else if (MD_RULE.test(line)) {
-        mdElement("hr", parent);
-        k++;
-      } else if (MD_QUOTE.test(line)) {
-        var quoted = [];
-        for (; k < lines.length && (m = MD_QUOTE.exec(lines[k])); k++) { quoted.push(m[1]); }
-        appendBlocks(mdElement("blockquote", parent), quoted, depth + 1);
-      } else if (MD_ITEM.test(line)) {
-        k = appendList(parent, lines, k, depth);
-      } else {
-        var paragraph = [];
-        do {
-          paragraph.push(lines[k].replace(/^[ \t]+/, ""));
-          k++;
-        } while (k < lines.length && !MD_BLANK.test(lines[k]) && !startsBlock(lines[k]));
-        appendInline(mdElement("p", parent), paragraph.join("\n").replace(/\s+$/, ""), depth);
-      }
-    }
-  }
-
-  function renderMarkdown(output, source) {
-    var fragment = document.createDocumentFragment();
-    appendBlocks(fragment, source.replace(/\r\n?/g, "\n").split("\n"), 0);
-    output.textContent = "";
-    output.appendChild(fragment);
-  }
-
   // --- drawing -------------------------------------------------------------------------------
   function scheduleFlush() {
     if (flushScheduled) { return; }
@@ -527,19 +337,24 @@
     var batch = viewer.pending;
     viewer.pending = [];
     var applied = [];
+    var markdown = []; // render="markdown": every part's "md", re-delivered ones too (see drawMarkdown)
     var lastReceived = null;
     for (var k = 0; k < batch.length; k++) {
       var part = batch[k];
       var id = String(part.id);
       var cursor = { id: id, i: id.indexOf("-") === -1 ? 0 : (part.i || 0) };
       lastReceived = cursor.id;
+      if (part.md) { markdown.push(part.md); }
+      if (part.md && part.md.end) { continue; } // the stream's end: the tail as written, no part
       // Re-delivered parts (after a reconnect) are at or below the cursor: skip them.
       if (viewer.cursor && compareCursors(cursor, viewer.cursor) <= 0) { continue; }
       if (viewer.cursor && viewer.cursor.id !== cursor.id) { viewer.entryBefore = viewer.cursor.id; }
       viewer.cursor = cursor;
       applied.push({ id: cursor.id, chunk: part.chunk, timestamp: part.timestamp, html: part.html, text: part.text });
     }
-    if (applied.length > 0) { draw(viewer, applied); }
+    if (applied.length > 0 || markdown.length > 0) {
+      if (draw(viewer, applied, markdown) === false) { return; } // resynchronising
+    }
     if (lastReceived !== null && viewer.ackDue && viewer.subscribed) {
       viewer.ackDue = false;
       send({ type: "ack", sub: viewer.id, cursor: lastReceived });
@@ -551,9 +366,10 @@
     }
   }
 
-  function draw(viewer, applied) {
+  function draw(viewer, applied, markdown) {
     if (viewer.feed === "run") { drawRun(viewer, applied[applied.length - 1].chunk); return; }
     if (viewer.parts) { drawParts(viewer, applied); return; }
+    if (viewer.markdown) { return drawMarkdown(viewer, applied, markdown); }
     var el = viewer.el;
     var output = child(el, "data-trigger-output") || el;
     var status = child(el, "data-trigger-status");
@@ -570,19 +386,103 @@
     }
     viewer.partCount += applied.length;
     // Text only, never HTML: a stream is untrusted content.
-    if (viewer.markdown) {
-      // The whole text again, but only when it changed, and at most once per flush (one
-      // animation frame): the cost grows with frames, not with parts.
-      var source = viewer.maxParts ? viewer.kept.join("") : viewer.source + text;
-      if (source !== viewer.source) { renderMarkdown(output, source); }
-      viewer.source = source;
-    } else if (viewer.maxParts) {
+    if (viewer.maxParts) {
       output.textContent = viewer.kept.join("");
     } else {
       output.appendChild(document.createTextNode(text));
     }
     if (status) { status.hidden = true; }
     emit(viewer, "trigger:parts", { parts: applied, runId: viewer.runId, key: viewer.key });
+  }
+
+  // --- markdown (render="markdown") ----------------------------------------------------------
+  // The server renders the markdown (markdown-it-py) and sanitises it (nh3's allow-list) once
+  // per stream; every part carries "md": {n, append, tail, seq}: the HTML of the top-level
+  // blocks numbered n, n+1, … that became final, and the open tail's HTML, version seq. Only
+  // this server-sanitised HTML is inserted; the streamed text itself never is.
+  function markdownContainers(viewer) {
+    var output = child(viewer.el, "data-trigger-output") || viewer.el;
+    var blocks = child(output, "data-trigger-md-blocks");
+    var tail = child(output, "data-trigger-md-tail");
+    if (!blocks || !tail) {
+      output.textContent = "";
+      blocks = document.createElement("div");
+      blocks.className = "trigger-md__blocks";
+      blocks.setAttribute("data-trigger-md-blocks", "");
+      tail = document.createElement("div");
+      tail.className = "trigger-md__tail";
+      tail.setAttribute("data-trigger-md-tail", "");
+      output.appendChild(blocks);
+      output.appendChild(tail);
+    }
+    return { blocks: blocks, tail: tail };
+  }
+
+  function insertHTML(parent, html) {
+    var holder = document.createElement("template"); // inert: nothing in it runs or loads
+    holder.innerHTML = html;
+    parent.appendChild(holder.content);
+  }
+
+  function drawMarkdown(viewer, applied, markdown) {
+    var where = markdownContainers(viewer);
+    for (var k = 0; k < applied.length; k++) {
+      emit(viewer, "trigger:data", { chunk: applied[k].chunk, part: applied[k], runId: viewer.runId, key: viewer.key });
+    }
+    for (var m = 0; m < markdown.length; m++) {
+      var md = markdown[m];
+      if (md.n > viewer.mdBlocks) {
+        // Blocks missing: start over, once; should it happen again, show what came.
+        if (!viewer.resynced) { viewer.resynced = true; resync(viewer); return false; }
+        viewer.mdBlocks = md.n;
+      }
+      // Blocks this page holds already (re-delivered, or carried again) are skipped.
+      for (var b = viewer.mdBlocks - md.n; b < md.append.length; b++) {
+        insertHTML(where.blocks, md.append[b]);
+        viewer.mdBlocks += 1;
+      }
+      // A tail older than the one shown (a replay while catching up) is not taken.
+      if (md.seq >= viewer.mdSeq) {
+        viewer.mdSeq = md.seq;
+        if (md.tail !== viewer.mdTail) { where.tail.innerHTML = md.tail; viewer.mdTail = md.tail; }
+      }
+    }
+    if (viewer.maxParts) {
+      // max_parts= keeps the last N blocks (paragraphs, lists, tables, code blocks…) and the tail.
+      var elements = where.blocks.children;
+      if (elements.length > viewer.maxParts) {
+        while (elements.length > viewer.maxParts) { where.blocks.removeChild(elements[0]); }
+        // and the line breaks the removed blocks ended with
+        while (where.blocks.firstChild && where.blocks.firstChild.nodeType !== 1) { where.blocks.removeChild(where.blocks.firstChild); }
+      }
+    }
+    viewer.partCount += applied.length;
+    var status = child(viewer.el, "data-trigger-status");
+    if (status && viewer.partCount > 0) { status.hidden = true; }
+    emit(viewer, "trigger:parts", { parts: applied, runId: viewer.runId, key: viewer.key });
+    return true;
+  }
+
+  // The server's blocks do not follow on from this page's (a process that numbered them
+  // otherwise): read the stream again from its start, into an empty output.
+  function resync(viewer) {
+    if (viewer.subscribed) { send({ type: "unsubscribe", sub: viewer.id }); }
+    viewers.delete(viewer.id);
+    viewer.id = "s" + nextSubscription++;
+    viewers.set(viewer.id, viewer);
+    viewer.subscribed = false;
+    viewer.pending = [];
+    viewer.ackDue = false;
+    viewer.cursor = null;
+    viewer.entryBefore = null;
+    viewer.mdBlocks = 0;
+    viewer.mdSeq = 0;
+    viewer.mdTail = null;
+    viewer.partCount = 0;
+    var where = markdownContainers(viewer);
+    where.blocks.textContent = "";
+    where.tail.textContent = "";
+    if (socket && socket.readyState === WebSocket.OPEN) { subscribe(viewer); }
   }
 
   // --- runs ({% run_status %}, {% run_viewer %}) ------------------------------------------------
@@ -638,19 +538,26 @@
       section.setAttribute("data-render", "parts");
       if (el.dataset.throttleMs) { section.setAttribute("data-throttle-ms", el.dataset.throttleMs); }
       if (el.dataset.timeout) { section.setAttribute("data-timeout", el.dataset.timeout); }
-      var heading = document.createElement("h3");
+      var heading = document.createElement("h2"); // under the page's h1: no skipped level
       heading.className = "trigger-run__stream-name";
       heading.textContent = key;
       var output = document.createElement("div");
       output.className = "trigger-stream__output";
       output.setAttribute("data-trigger-output", "");
+      output.setAttribute("role", "log");
+      output.setAttribute("aria-label", key);
+      output.setAttribute("aria-busy", "true");
+      var announceEl = document.createElement("p");
+      announceEl.className = "trigger-stream__announce";
+      announceEl.setAttribute("data-trigger-announce", "");
+      announceEl.setAttribute("role", "status");
       var errorEl = document.createElement("p");
       errorEl.className = "trigger-stream__error";
       errorEl.setAttribute("data-trigger-error", "");
-      errorEl.setAttribute("role", "alert");
       errorEl.hidden = true;
       section.appendChild(heading);
       section.appendChild(output);
+      section.appendChild(announceEl);
       section.appendChild(errorEl);
       container.appendChild(section);
     });
@@ -688,6 +595,7 @@
     var status = child(viewer.el, "data-trigger-status");
     if (status && viewer.partCount === 0) { status.textContent = "The stream ended without output."; status.hidden = false; }
     setState(viewer, "complete");
+    announce(viewer, viewer.partCount === 0 ? "The stream ended without output." : "The stream is complete.");
     emit(viewer, "trigger:complete", { runId: viewer.runId, key: viewer.key, cursor: viewer.cursor && viewer.cursor.id });
     closeIfIdle();
   }
@@ -699,6 +607,7 @@
     var errorEl = child(viewer.el, "data-trigger-error");
     if (errorEl) { errorEl.textContent = message; errorEl.hidden = false; }
     setState(viewer, "error");
+    announce(viewer, message);
     emit(viewer, "trigger:error", { status: status, message: message, runId: viewer.runId, key: viewer.key });
     closeIfIdle();
   }
