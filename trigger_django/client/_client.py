@@ -234,7 +234,43 @@ class _StreamState:
         self.seen_order: deque[Any] = deque()
 
 
-class StreamSubscription(AsyncIterator[StreamPart]):
+_T = TypeVar("_T")
+
+
+class RunSubscription(AsyncIterator[_T], Generic[_T]):
+    """The async iterator returned by :meth:`TriggerClient.subscribe_run` (of :class:`Run`) and
+    :meth:`TriggerClient.subscribe_run_with_streams` (of :data:`RunEvent`).
+
+    ``async with`` (or ``aclose()``, or cancelling the task that iterates) ends the
+    subscription and closes its requests.
+    """
+
+    def __init__(self, items: AsyncGenerator[_T, None]) -> None:
+        self._items = items
+
+    def __aiter__(self) -> AsyncGenerator[_T, None]:
+        # `async for` drives the generator directly: no wrapper call per item.
+        return self._items
+
+    async def __anext__(self) -> _T:
+        return await self._items.__anext__()
+
+    async def aclose(self) -> None:
+        await self._items.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class StreamSubscription(RunSubscription[StreamPart]):
     """The async iterator returned by :meth:`TriggerClient.read_stream`.
 
     Iterate it for :class:`StreamPart` objects. ``aclose()`` (or leaving ``async with``, or
@@ -243,7 +279,7 @@ class StreamSubscription(AsyncIterator[StreamPart]):
     """
 
     def __init__(self, parts: AsyncGenerator[StreamPart, None], state: _StreamState) -> None:
-        self._parts = parts
+        super().__init__(parts)
         self._state = state
 
     @property
@@ -270,62 +306,6 @@ class StreamSubscription(AsyncIterator[StreamPart]):
     @on_caught_up.setter
     def on_caught_up(self, callback: Callable[[], object] | None) -> None:
         self._state.on_caught_up = callback
-
-    def __aiter__(self) -> AsyncGenerator[StreamPart, None]:
-        # `async for` drives the generator directly: no wrapper call per part.
-        return self._parts
-
-    async def __anext__(self) -> StreamPart:
-        return await self._parts.__anext__()
-
-    async def aclose(self) -> None:
-        await self._parts.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-_T = TypeVar("_T")
-
-
-class RunSubscription(AsyncIterator[_T], Generic[_T]):
-    """The async iterator returned by :meth:`TriggerClient.subscribe_run` (of :class:`Run`) and
-    :meth:`TriggerClient.subscribe_run_with_streams` (of :data:`RunEvent`).
-
-    ``async with`` (or ``aclose()``, or cancelling the task that iterates) ends the
-    subscription and closes its requests.
-    """
-
-    def __init__(self, items: AsyncGenerator[_T, None]) -> None:
-        self._items = items
-
-    def __aiter__(self) -> AsyncGenerator[_T, None]:
-        return self._items
-
-    async def __anext__(self) -> _T:
-        return await self._items.__anext__()
-
-    async def aclose(self) -> None:
-        await self._items.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class _ShapeState:
