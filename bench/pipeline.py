@@ -818,8 +818,8 @@ async def scenario_4_fanout(stack: Stack, report: Report, quick: bool, clients: 
             )
         )
         return
-    # The setting's shape is the hub's to define; "{redis_url}" is replaced by the bench's Redis.
-    template = os.environ.get("BENCH_FANOUT_SETTING", '{"FANOUT": "{redis_url}"}')
+    # "{redis_url}" is replaced by the bench's Redis (docs/settings.md, FANOUT).
+    template = os.environ.get("BENCH_FANOUT_SETTING", '{"FANOUT": {"REDIS_URL": "{redis_url}"}}')
     with redis_server(stack.workdir) as url:
         setting = json.loads(template.replace("{redis_url}", url))
         summary = await many_viewers(
