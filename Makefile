@@ -54,12 +54,13 @@ demo: venv
 # cost in the hub (bench/markdown_feed.py), and Chromium main-thread time while it streams
 # (bench/markdown_browser.py), at 1, 10 and 100 KB answers.
 BENCH_ARGS ?=
+# The short, CPU-only benchmarks first; the pipeline (real processes, ~6 min) last.
 bench: venv node-deps
 	$(PY) -m bench.run
-	$(PY) -m bench.pipeline $(BENCH_ARGS)
 	$(PY) -m bench.markdown_render
 	$(PY) -m bench.markdown_feed
 	$(PY) -m bench.markdown_browser
+	$(PY) -m bench.pipeline $(BENCH_ARGS)
 
 # The soak of `make test` (tests/e2e/test_soak.py), for SOAK_SECONDS of cycles (default 600).
 SOAK_SECONDS ?= 600

@@ -855,7 +855,9 @@ async def scenario_5(stack: Stack, report: Report, quick: bool, clients: int) ->
     sockets = 200 if quick else 1000
     users = await asyncio.to_thread(sessions, sockets + 20)
     run_ids = await asyncio.to_thread(stack.trigger_idle, sockets + 20)
-    with stack.daphne() as daphne:
+    # Each socket follows its own run: a stream read and a run subscription upstream each, so
+    # the pool must hold two connections per socket (HTTP_MAX_CONNECTIONS, docs/settings.md).
+    with stack.daphne({"HTTP_MAX_CONNECTIONS": 2 * (sockets + 20) + 100}) as daphne:
         # Warm up: a few sockets subscribe and leave, so first-use costs are in the baseline.
         warm = ClientProcesses(
             stack.workdir, [daphne], page_specs(users[:20], run_ids[:20], 0, timeout=600), 1
