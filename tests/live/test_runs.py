@@ -229,3 +229,24 @@ async def test_run_watches_stop_when_nobody_follows(upstream: Any, user: Any) ->
     assert run_id in live_runs._watches
     await socket.disconnect()
     await wait_until(lambda: run_id not in live_runs._watches, limit=10)
+
+
+async def test_a_followed_stream_closes_its_upstream_read_when_its_viewers_leave(
+    upstream: Any, user: Any
+) -> None:
+    run_id, _ = upstream.trigger("external-writer", {})
+    socket = await connect(user)
+    await socket.send_json_to(subscribe_message(user, run_id, timeout=120))
+    append(upstream, run_id, "one")
+    await collect(socket, until=lambda m: m["type"] == "parts", ack="requested", limit=10)
+    await socket.disconnect()
+
+    def open_stream_reads() -> list[dict[str, Any]]:
+        return [
+            r
+            for r in upstream_requests_for(upstream, run_id)
+            if r["path"].startswith("/realtime/v1/streams/") and r.get("open")
+        ]
+
+    assert open_stream_reads()  # the read was open while the viewer watched
+    await wait_until(lambda: not open_stream_reads(), limit=10)

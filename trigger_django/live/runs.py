@@ -305,6 +305,7 @@ async def _drained(items: AsyncIterator[Item], watch: RunWatch | None) -> AsyncI
             yield item
         return
     finished = asyncio.ensure_future(watch.wait_finished())
+    step: asyncio.Future[Item] | None = None
     try:
         while True:
             step = asyncio.ensure_future(anext(items))
@@ -313,14 +314,18 @@ async def _drained(items: AsyncIterator[Item], watch: RunWatch | None) -> AsyncI
             if not step.done():
                 await asyncio.wait({step}, timeout=DRAIN_SECONDS)
             if not step.done():
-                step.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await step
-                return
+                return  # drained: the finally below stops the read
             try:
                 item = step.result()
             except StopAsyncIteration:
                 return
+            step = None
             yield item
     finally:
         finished.cancel()
+        # The read runs in its own task while we wait on it: stop it (and its upstream request)
+        # whenever this generator ends, drained or cancelled because its viewers left.
+        if step is not None and not step.done():
+            step.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await step
