@@ -15,7 +15,9 @@ from django.conf import settings
 from django.test import Client
 from websockets.asyncio.client import connect as ws_connect
 
+from bench.stack import open_stream_reads
 from tests.e2e.conftest import DaphneServer, own_run
+from tests.live.helpers import wait_until
 from trigger_django.tickets import make_ticket
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -89,7 +91,7 @@ def append_all(emulator: Any, run_id: str) -> None:
 async def test_a_page_that_never_reads_holds_a_bounded_number_of_bytes(
     daphne: DaphneServer, emulator: Any, cookie: tuple[Any, str]
 ) -> None:
-    async def slow_page_round(user: Any, cookie_header: str) -> int:
+    async def slow_page_round(user: Any, cookie_header: str) -> None:
         run_id, _ = emulator.trigger("external-writer", {})
         own_run(run_id, user)  # the example project lets only a run's owner watch it
         url = daphne.url.replace("http", "ws") + "/trigger/ws/"
@@ -152,14 +154,30 @@ async def test_a_page_that_never_reads_holds_a_bounded_number_of_bytes(
             growth = rss_bytes(pid) - before
             print(f"daphne RSS growth with a stalled page: {growth / 2**20:.1f} MB")
             assert growth < 64 * 1024 * 1024, f"daphne grew by {growth / 2**20:.1f} MB"
-        return rss_bytes(pid)
 
-    after_first = await slow_page_round(*cookie)
-    # Closed, the slow page gives its memory back: a second slow page of the same size is served
-    # from it, so daphne does not grow again (CPython keeps freed arenas for reuse rather than
-    # returning them to the OS, so reuse is what can be asserted).
-    # Another user: the first one's subscriptions may still be being released.
-    after_second = await slow_page_round(*await asyncio.to_thread(login_in_thread, "slow-page-2"))
+    async def reads_closed() -> None:
+        # Closed, the slow page's feeds end: nothing keeps reading (and buffering) for nobody.
+        await wait_until(lambda: open_stream_reads(emulator.requests()) == 0, limit=20)
+
+    assert daphne.process is not None
+    daphne_pid = daphne.process.pid
+    start = rss_bytes(daphne_pid)
+    await slow_page_round(*cookie)
+    await reads_closed()
+    after_first = rss_bytes(daphne_pid)
+    # A second slow page of the same size (another user) is served mostly from the memory the
+    # first gave back. CPython and glibc keep freed memory for reuse instead of returning it, and
+    # 100 KB strings fragment the heap, so RSS still rises by some MB (16 MB measured); what must
+    # not happen is the first page's backlog staying held: that is 100 MB (the fault this guards
+    # against kept all of it). A held feed shows as an open upstream read (``reads_closed``).
+    await slow_page_round(*await asyncio.to_thread(login_in_thread, "slow-page-2"))
+    await reads_closed()
+    after_second = rss_bytes(daphne_pid)
+    print(
+        f"daphne RSS: +{(after_first - start) / 2**20:.1f} MB after one slow page, "
+        f"{(after_second - after_first) / 2**20:+.1f} MB after a second"
+    )
     regrowth = after_second - after_first
-    print(f"daphne RSS after a second slow page: {regrowth / 2**20:+.1f} MB")
-    assert regrowth < 16 * 1024 * 1024, f"daphne grew again by {regrowth / 2**20:.1f} MB"
+    assert regrowth < 40 * 1024 * 1024, (
+        f"a second slow page left daphne {regrowth / 2**20:.1f} MB larger than the first had"
+    )
