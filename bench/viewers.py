@@ -273,7 +273,14 @@ async def serve_spec(spec: dict[str, Any], result_path: str) -> None:
     if not subscribed.is_set():
         # Every page ended before all were live: refused (a close code, an in-band error).
         errors = {str(v.error) for c in clients for v in c.page.viewers.values() if v.error}
-        print(f"not subscribed: {sorted(errors)[:3]}", flush=True)
+        # A page whose handshake was refused (an HTTP status) ends with that exception.
+        errors |= {
+            f"{type(t.exception()).__name__}: {t.exception()}"
+            for t in tasks
+            if t.done() and not t.cancelled() and t.exception() is not None
+        }
+        codes = sorted({code for c in clients for code in c.close_codes if code != 1000})
+        print(f"not subscribed: {sorted(errors)[:3]} close codes {codes[:5]}", flush=True)
     else:
         print("subscribed", flush=True)
     await everything

@@ -299,33 +299,39 @@ class FollowedOutputStream:
 
 async def _drained(items: AsyncIterator[Item], watch: RunWatch | None) -> AsyncIterator[Item]:
     """``items`` until they end, or, once ``watch``'s run has finished, until none has come
-    for ``DRAIN_SECONDS`` (the same read drains: no second request)."""
+    for ``DRAIN_SECONDS`` (the same read drains: no second request).
+
+    The read is awaited in place, under a deadline that is open while the run goes on and set
+    to ``DRAIN_SECONDS`` ahead when it finishes: no task or wait per part."""
     if watch is None:
         async for item in items:
             yield item
         return
+    loop = asyncio.get_running_loop()
+    reading: asyncio.Timeout | None = None
+
+    def run_finished(_: object) -> None:
+        if reading is not None:  # waiting on the read now: it has DRAIN_SECONDS left
+            reading.reschedule(loop.time() + DRAIN_SECONDS)
+
     finished = asyncio.ensure_future(watch.wait_finished())
-    step: asyncio.Future[Item] | None = None
+    finished.add_done_callback(run_finished)
     try:
         while True:
-            step = asyncio.ensure_future(anext(items))
-            if not finished.done():
-                await asyncio.wait({step, finished}, return_when=asyncio.FIRST_COMPLETED)
-            if not step.done():
-                await asyncio.wait({step}, timeout=DRAIN_SECONDS)
-            if not step.done():
-                return  # drained: the finally below stops the read
+            deadline = None if not finished.done() else loop.time() + DRAIN_SECONDS
+            read_deadline = reading = asyncio.timeout_at(deadline)
             try:
-                item = step.result()
+                async with read_deadline:
+                    item = await anext(items)
             except StopAsyncIteration:
                 return
-            step = None
+            except TimeoutError:
+                if read_deadline.expired():
+                    return  # drained; the read was cancelled, which ends its request
+                raise
+            finally:
+                reading = None
             yield item
     finally:
+        finished.remove_done_callback(run_finished)
         finished.cancel()
-        # The read runs in its own task while we wait on it: stop it (and its upstream request)
-        # whenever this generator ends, drained or cancelled because its viewers left.
-        if step is not None and not step.done():
-            step.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                await step
