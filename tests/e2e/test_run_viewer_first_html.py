@@ -138,3 +138,43 @@ async def test_without_javascript_the_run_viewers_text_is_readable(
         assert await page.locator(f"{AGENT} .trigger-run__noscript").count() == 0
     finally:
         await context.close()
+
+
+# A section's HTML without what only the first HTML carries (where the socket resumes).
+SECTION_HTML = """(el) => {
+  const copy = el.cloneNode(true);
+  for (const name of ["data-cursor", "data-cursor-i", "data-entry-before", "data-parts"]) {
+    copy.removeAttribute(name);
+  }
+  return copy.outerHTML;
+}"""
+
+
+async def test_a_server_rendered_section_is_the_markup_the_script_builds(
+    page: Any, daphne_server: DaphneServer, emulator: Any, e2e_user: Any
+) -> None:
+    run_id, _ = emulator.trigger("external-writer", {})
+    own_agent_run(run_id, e2e_user)
+    await page.goto(f"{daphne_server.url}/runs/{run_id}/")
+    await expect(page.locator(AGENT)).to_have_attribute("data-run-status", "EXECUTING")
+    await expect(page.locator(f"{AGENT} [data-trigger-stream]")).to_have_count(0)
+    append(emulator, run_id, "openai", "Built <live>.")
+    built = page.locator(section("openai"))
+    await expect(built.locator("[data-trigger-output]")).to_have_text("Built <live>.")
+    await expect(built).to_have_attribute("data-state", "live")
+    by_script = await built.evaluate(SECTION_HTML)
+    # Another run whose stream holds the same when its page is rendered.
+    other, _ = emulator.trigger("external-writer", {})
+    own_agent_run(other, e2e_user)
+    append(emulator, other, "openai", "Built <live>.")
+    await page.goto(f"{daphne_server.url}/runs/{other}/")
+    rendered = page.locator(section("openai"))
+    assert await rendered.get_attribute("data-cursor") == "0"
+    await expect(rendered).to_have_attribute("data-state", "live", timeout=15_000)
+    await expect(rendered.locator("[data-trigger-announce]")).to_have_text("Receiving the stream.")
+    by_server = await rendered.evaluate(SECTION_HTML)
+    # The ticket differs per render and the run id per run; everything else is the same.
+    ticket = re.compile(r'data-ticket="[^"]*"')
+    assert ticket.sub("", by_server).replace(other, "RUN") == ticket.sub("", by_script).replace(
+        run_id, "RUN"
+    )
