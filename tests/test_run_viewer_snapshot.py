@@ -290,3 +290,24 @@ def test_with_the_snapshot_off_the_streams_are_rendered_empty(
 )
 def test_parts_html_is_what_the_page_builds(chunks: list[Any], expected: str) -> None:
     assert parts_html(chunks) == expected
+
+
+def test_a_v1_stream_carries_the_entry_before_its_cursor(
+    snapshot_settings: Any, emulator_v1: Any
+) -> None:
+    snapshot_settings.TRIGGER_DJANGO = {
+        **snapshot_settings.TRIGGER_DJANGO,
+        "API_URL": emulator_v1.url,
+        "SNAPSHOT_DEADLINE": 1.0,
+    }
+    run_id, _ = emulator_v1.trigger("external-writer", {})
+    append(emulator_v1, run_id, "openai", ["first ", "second ", "third"])
+    sections = streams_of(render("{% run_viewer run_id %}", run_id=run_id))
+    cursor = re.search(r' data-cursor="([^"]+)"', sections)
+    before = re.search(r' data-entry-before="([^"]+)"', sections)
+    assert cursor is not None
+    assert "-" in cursor.group(1)  # a Redis id
+    assert before is not None
+    assert before.group(1) != cursor.group(1)
+    assert '<p class="trigger-run__text" data-trigger-text>first second third</p>' in sections
+    assert 'data-state="connecting"' in sections
