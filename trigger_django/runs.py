@@ -18,24 +18,29 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from asgiref.sync import async_to_sync
 from django.template.loader import render_to_string
+from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 from trigger_django.client import Run, TriggerClient
 from trigger_django.conf import get_config
-from trigger_django.parts import DEFAULT_PART_PREFIX, validate_part_prefix
+from trigger_django.parts import DEFAULT_PART_PREFIX, render_part, validate_part_prefix
 from trigger_django.tickets import RUN_WIDE, make_ticket, validate_run_id, validate_stream_key
 from trigger_django.upstream import UpstreamConfigurationError
+
+if TYPE_CHECKING:
+    from trigger_django.snapshot import Snapshot
 
 __all__ = [
     "FINISHED_STATUSES",
     "Progress",
     "StatusView",
     "fetch_run",
+    "parts_html",
     "progress_from_metadata",
     "recent_run",
     "render_run_status",
@@ -227,20 +232,127 @@ def render_run_viewer(
     run: Run | None = None,
 ) -> SafeString:
     """The typed function behind ``{% run_viewer %}``: the run's status and metadata, and
-    every stream of the run as it appears, on the page's one socket."""
+    every stream of the run as it appears, on the page's one socket.
+
+    The streams the run has at render time are rendered with what they hold already
+    (`trigger_django.snapshot.read_snapshots`, one ``SNAPSHOT_DEADLINE`` for all), each with
+    its cursor, so the page's socket resumes after it; a finished run whose every stream was
+    read to its end renders ``complete``, and the page opens no socket for it."""
     run_id = validate_run_id(run_id)
     config = get_config()
     chosen = _part_templates_option(part_templates)
+    wanted = _streams_option(streams)
     state = run if run is not None else fetch_run(run_id)
+    ticket = make_ticket(user_pk=user_pk, run_id=run_id, key=RUN_WIDE, part_templates=chosen)
+    throttle = config.throttle_ms if throttle_ms is None else int(throttle_ms)
+    idle_timeout = config.timeout_seconds if timeout is None else int(timeout)
+    view = status_view(None if state is None else state.status)
+    keys = [] if state is None else _run_stream_keys(state, wanted)
+    from trigger_django.snapshot import read_snapshots
+
+    snapshots = read_snapshots(run_id, keys, finished=view.finished)
+    sections = [
+        _stream_section(
+            key,
+            snapshots.get(key),
+            prefix=chosen.get(key) or chosen[RUN_WIDE],
+            ticket=ticket,
+            run_id=run_id,
+            throttle_ms=throttle,
+            timeout=idle_timeout,
+        )
+        for key in keys
+    ]
     context = _run_context(state) | {
-        "ticket": make_ticket(user_pk=user_pk, run_id=run_id, key=RUN_WIDE, part_templates=chosen),
+        "ticket": ticket,
         "run_id": run_id,
         "element_id": element_id or f"trigger-run-{run_id}",
-        "streams": ",".join(_streams_option(streams) or []),
-        "throttle_ms": config.throttle_ms if throttle_ms is None else int(throttle_ms),
-        "timeout": config.timeout_seconds if timeout is None else int(timeout),
+        "streams": ",".join(wanted or []),
+        "throttle_ms": throttle,
+        "timeout": idle_timeout,
+        # Finished, and every stream's whole text in the page: nothing is left to follow.
+        "complete": view.finished and all(complete for complete, _ in sections),
+        "stream_sections": mark_safe("".join(html for _, html in sections)),
     }
     return mark_safe(render_to_string(template_name, context).strip())
+
+
+def _run_stream_keys(run: Run, wanted: list[str] | None) -> list[str]:
+    """The run's streams (``withStreams()``'s discovery), in its order, only ``wanted`` ones."""
+    keys: list[str] = []
+    for key in dict.fromkeys(run.stream_keys()):
+        try:
+            key = validate_stream_key(key)
+        except ValueError:
+            continue  # a name no viewer could subscribe to; the page skips it too
+        if wanted is None or key in wanted:
+            keys.append(key)
+    return keys
+
+
+def _stream_section(
+    key: str,
+    snapshot: Snapshot | None,
+    *,
+    prefix: str,
+    ticket: str,
+    run_id: str,
+    throttle_ms: int,
+    timeout: int,
+) -> tuple[bool, str]:
+    """One stream's section of a run viewer, in the markup ``trigger-django.js`` builds for a
+    stream that appears live (``addRunStreams``), holding the parts read so far: whether it is
+    complete, and its HTML."""
+    output = ""
+    if snapshot is not None:
+        try:
+            output = parts_html(snapshot.chunks, prefix=prefix)
+        except Exception as exc:  # a part template that fails: the live path reports it
+            logger.warning(
+                "trigger_django: stream %r of run %s not rendered at render time: %s",
+                key,
+                run_id,
+                exc,
+            )
+            snapshot = None
+    context = {
+        "key": key,
+        "snapshot": snapshot,
+        "complete": snapshot is not None and snapshot.complete,
+        "ticket": ticket,
+        "run_id": run_id,
+        "throttle_ms": throttle_ms,
+        "timeout": timeout,
+        "output": mark_safe(output),
+    }
+    html = render_to_string("trigger_django/run_viewer_stream.html", context).strip()
+    return snapshot is not None and snapshot.complete, html
+
+
+def parts_html(chunks: list[Any], *, prefix: str = DEFAULT_PART_PREFIX) -> str:
+    """The HTML the page builds from these parts (``drawParts`` in ``trigger-django.js``):
+    text parts run together as text (escaped) in one ``<p class="trigger-run__text">`` until a
+    part rendered by its template (autoescaped) comes between."""
+    pieces: list[str] = []
+    text: list[str] | None = None
+    for chunk in chunks:
+        rendered = render_part(chunk, prefix=prefix)
+        if rendered.kind == "text":
+            if text is None:
+                text = []
+            text.append(rendered.content)
+            continue
+        if text is not None:
+            pieces.append(_text_block(text))
+            text = None
+        pieces.append(rendered.content)
+    if text is not None:
+        pieces.append(_text_block(text))
+    return "".join(pieces)
+
+
+def _text_block(texts: list[str]) -> str:
+    return f'<p class="trigger-run__text" data-trigger-text>{escape("".join(texts))}</p>'
 
 
 def _run_context(run: Run | None) -> dict[str, Any]:

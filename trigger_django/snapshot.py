@@ -1,4 +1,5 @@
-"""The text a stream already holds, for the first HTML of a page (``{% stream_viewer %}``).
+"""The text a stream already holds, for the first HTML of a page (``{% stream_viewer %}``, and
+every stream of a ``{% run_viewer %}``: `read_snapshots`).
 
 While a page renders, `read_snapshot` reads the stream from its start for at most
 ``SNAPSHOT_DEADLINE`` seconds (default 0.5; 0 turns it off), and takes the run's state from
@@ -14,6 +15,9 @@ the cursor of its last part, so the socket resumes after it.
 A run that has already finished (``trigger_django.runs.FINISHED_STATUSES``) and whose stream was
 read to its end renders ``complete``: the page opens no socket for it.
 
+A run viewer reads all of its run's streams at once: `read_snapshots` reads them concurrently,
+on one HTTP client, within one ``SNAPSHOT_DEADLINE`` shared by all (not one deadline each).
+
 Rendering is synchronous; the read runs in its own event loop (``async_to_sync``) and is refused
 inside a running event loop, which must never block: the socket brings the text instead.
 """
@@ -21,9 +25,10 @@ inside a running event loop, which must never block: the socket brings the text 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
@@ -35,7 +40,7 @@ from trigger_django.live.markdown import chunk_text
 from trigger_django.markdown import MarkdownStream
 from trigger_django.upstream import UpstreamConfigurationError
 
-__all__ = ["Snapshot", "bounded_sync", "read_snapshot", "snapshot_from_parts"]
+__all__ = ["Snapshot", "bounded_sync", "read_snapshot", "read_snapshots", "snapshot_from_parts"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,6 +80,8 @@ class Snapshot:
     tail: str
     #: The run had finished and the read reached the stream's end: nothing more will come.
     complete: bool
+    #: The parts' chunks as read (a run viewer renders object parts from them).
+    chunks: list[Any] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -112,7 +119,10 @@ def snapshot_from_parts(parts: list[StreamPart], *, markdown: bool, complete: bo
         tail = update.tail
         if complete:
             tail = stream.final_tail()
-    return Snapshot(len(parts), texts, cursor, cursor_i, entry_before, blocks, tail, complete)
+    chunks = [part.chunk for part in parts]
+    return Snapshot(
+        len(parts), texts, cursor, cursor_i, entry_before, blocks, tail, complete, chunks
+    )
 
 
 def read_snapshot(
@@ -143,36 +153,104 @@ def read_snapshot(
 
 
 async def _read(
-    run_id: str, key: str, start_index: int | None, deadline: float
+    run_id: str,
+    key: str,
+    start_index: int | None,
+    deadline: float,
+    *,
+    client: TriggerClient | None = None,
 ) -> tuple[list[StreamPart], bool]:
-    """The parts read within ``deadline``, and whether the read reached the stream's end."""
+    """The parts read within ``deadline``, and whether the read reached the stream's end (on
+    ``client``, or on a client of its own)."""
+    if client is not None:
+        return await _read_on(client, run_id, key, start_index, deadline)
+    async with _client(deadline) as own:
+        return await _read_on(own, run_id, key, start_index, deadline)
+
+
+@contextlib.asynccontextmanager
+async def _client(deadline: float) -> AsyncIterator[TriggerClient]:
+    """A client of the configured Trigger.dev for reads of at most ``deadline`` seconds."""
     config = get_config()
     if not config.secret_key:
         raise UpstreamConfigurationError("No Trigger.dev secret key.")
+    async with httpx.AsyncClient(timeout=deadline) as http:
+        yield TriggerClient(config.api_url, secret_key=config.secret_key, http_client=http)
+
+
+async def _read_on(
+    client: TriggerClient, run_id: str, key: str, start_index: int | None, deadline: float
+) -> tuple[list[StreamPart], bool]:
     parts: list[StreamPart] = []
     ended = False
-    async with httpx.AsyncClient(timeout=deadline) as http:
-        client = TriggerClient(config.api_url, secret_key=config.secret_key, http_client=http)
-        stream = client.read_stream(run_id, key, start_index=start_index)
-        caught_up = asyncio.Event()
-        stream.on_caught_up = caught_up.set
+    stream = client.read_stream(run_id, key, start_index=start_index)
+    caught_up = asyncio.Event()
+    stream.on_caught_up = caught_up.set
 
-        async def consume() -> None:
-            nonlocal ended
-            async for part in stream:
-                parts.append(part)
-            ended = True  # the server ended the read: the stream was idle
+    async def consume() -> None:
+        nonlocal ended
+        async for part in stream:
+            parts.append(part)
+        ended = True  # the server ended the read: the stream was idle
 
-        reading = asyncio.ensure_future(consume())
-        waiting = asyncio.ensure_future(caught_up.wait())
-        try:
-            await asyncio.wait({reading, waiting}, timeout=deadline, return_when="FIRST_COMPLETED")
-        finally:
-            for task in (reading, waiting):
-                task.cancel()
-            results = await asyncio.gather(reading, waiting, return_exceptions=True)
-            await stream.aclose()
-        failure = results[0]
-        if isinstance(failure, Exception) and not parts:
-            raise failure
+    reading = asyncio.ensure_future(consume())
+    waiting = asyncio.ensure_future(caught_up.wait())
+    try:
+        await asyncio.wait({reading, waiting}, timeout=deadline, return_when="FIRST_COMPLETED")
+    finally:
+        for task in (reading, waiting):
+            task.cancel()
+        results = await asyncio.gather(reading, waiting, return_exceptions=True)
+        await stream.aclose()
+    failure = results[0]
+    if isinstance(failure, Exception) and not parts:
+        raise failure
     return parts, ended or stream.caught_up
+
+
+def read_snapshots(
+    run_id: str,
+    keys: Sequence[str],
+    *,
+    finished: bool,
+    deadline: float | None = None,
+) -> dict[str, Snapshot]:
+    """What each of the run's streams ``keys`` holds now (``{% run_viewer %}``), read
+    concurrently within one ``deadline`` for all of them (``SNAPSHOT_DEADLINE``). A stream that
+    could not be read is missing from the result; all are when turned off or inside an event
+    loop. ``finished``: the run had finished, so a stream read to its end is ``complete``."""
+    if deadline is None:
+        deadline = get_config().snapshot_deadline
+    if deadline <= 0 or not keys:
+        return {}
+    reads = bounded_sync(_read_all, run_id, list(dict.fromkeys(keys)), deadline)
+    if reads is None:
+        return {}
+    return {
+        key: snapshot_from_parts(parts, markdown=False, complete=finished and to_the_end)
+        for key, (parts, to_the_end) in reads.items()
+    }
+
+
+async def _read_all(
+    run_id: str, keys: list[str], deadline: float
+) -> dict[str, tuple[list[StreamPart], bool]]:
+    """Every stream of ``keys`` read at once on one client, each until it caught up or until the
+    one deadline they share."""
+    async with _client(deadline) as client:
+        results = await asyncio.gather(
+            *(_read(run_id, key, None, deadline, client=client) for key in keys),
+            return_exceptions=True,
+        )
+    reads: dict[str, tuple[list[StreamPart], bool]] = {}
+    for key, result in zip(keys, results, strict=True):
+        if isinstance(result, BaseException):
+            logger.info(
+                "trigger_django: nothing of stream %r of run %s read at render time: %s",
+                key,
+                run_id,
+                result,
+            )
+            continue
+        reads[key] = result
+    return reads

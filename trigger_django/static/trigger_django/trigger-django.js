@@ -120,7 +120,8 @@
       maxParts: intData(el, "maxParts"),
       markdown: el.dataset.render === "markdown",
       parts: el.dataset.render === "parts", // object parts rendered on the server
-      textBlock: null, // parts: the text block text-delta parts append to
+      // parts: the text block text-delta parts append to; the first HTML may end with one
+      textBlock: el.dataset.render === "parts" ? lastTextBlock(el) : null,
       // markdown: blocks inserted (numbered from 0) and the version of the tail shown; the
       // page's first HTML may hold some already (data-md-blocks, data-md-seq)
       mdBlocks: intData(el, "mdBlocks") || 0,
@@ -147,6 +148,14 @@
     } else {
       connect();
     }
+  }
+
+  // A run viewer's stream rendered by the server ({% run_viewer %}) ends with the text block of
+  // its last text parts, if they were text: the next text parts go on in it.
+  function lastTextBlock(el) {
+    var output = child(el, "data-trigger-output");
+    var last = output && output.lastChild;
+    return last && last.nodeType === 1 && last.hasAttribute("data-trigger-text") ? last : null;
   }
 
   function removeViewer(viewer) {
@@ -527,7 +536,9 @@
       var existing = container.children;
       for (var k = 0; k < existing.length; k++) { if (existing[k].dataset.key === key) { return; } }
       // A stream viewer like {% stream_viewer %}'s, on the run's ticket; the observer of this
-      // script picks it up and subscribes it on the page's socket.
+      // script picks it up and subscribes it on the page's socket. The streams the run had when
+      // the page was rendered are in its first HTML already, in this markup
+      // (run_viewer_stream.html), with their cursors: they are adopted, not built again.
       var section = document.createElement("section");
       section.className = "trigger-stream trigger-run__stream";
       section.setAttribute("data-trigger-stream", "");
@@ -580,6 +591,7 @@
         if (!viewer.textBlock) {
           viewer.textBlock = document.createElement("p");
           viewer.textBlock.className = "trigger-run__text";
+          viewer.textBlock.setAttribute("data-trigger-text", "");
           output.appendChild(viewer.textBlock);
         }
         var text = typeof part.text === "string" ? part.text : chunkText(part.chunk);
