@@ -44,8 +44,13 @@ def _socket_inodes(pid: int) -> set[str]:
 
 def established_to_port(pid: int, remote_port: int) -> int:
     """How many ESTABLISHED TCP connections ``pid`` holds to ``remote_port`` (any address)."""
+    return len(established_local_ports(pid, remote_port))
+
+
+def established_local_ports(pid: int, remote_port: int) -> list[int]:
+    """The local ports of the ESTABLISHED TCP connections ``pid`` holds to ``remote_port``."""
     inodes = _socket_inodes(pid)
-    count = 0
+    ports = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -53,11 +58,11 @@ def established_to_port(pid: int, remote_port: int) -> int:
             continue
         for line in lines:
             fields = line.split()
-            remote, state, inode = fields[2], fields[3], fields[9]
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
             if (
                 state == _ESTABLISHED
                 and int(remote.rsplit(":", 1)[1], 16) == remote_port
                 and inode in inodes
             ):
-                count += 1
-    return count
+                ports.append(int(local.rsplit(":", 1)[1], 16))
+    return ports

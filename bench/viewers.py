@@ -279,7 +279,7 @@ async def serve_spec(spec: dict[str, Any], result_path: str) -> None:
             for t in tasks
             if t.done() and not t.cancelled() and t.exception() is not None
         }
-        codes = sorted({code for c in clients for code in c.close_codes if code != 1000})
+        codes = sorted({c for p in clients for c in p.close_codes if c not in (None, 1000)})
         print(f"not subscribed: {sorted(errors)[:3]} close codes {codes[:5]}", flush=True)
     else:
         print("subscribed", flush=True)

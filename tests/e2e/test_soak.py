@@ -160,6 +160,24 @@ def go(emulator: EmulatorProcess, run_ids: list[str]) -> None:
         response.raise_for_status()
 
 
+def leaked_connections(pid: int, emulator_port: int, requests: list[dict[str, Any]]) -> str:
+    """What each connection daphne holds to the emulator last carried (this cycle's log)."""
+    last: dict[int, dict[str, Any]] = {}
+    for request in requests:
+        if request.get("peer_port") is not None:
+            last[request["peer_port"]] = request
+    described = []
+    for port in procstat.established_local_ports(pid, emulator_port):
+        request = last.get(port)
+        described.append(
+            f"{port}: none this cycle"
+            if request is None
+            else f"{port}: {request['method']} {request['path']}?{request['query']} "
+            f"status {request['status']} {'open' if request['open'] else 'ended'}"
+        )
+    return "; ".join(described)
+
+
 async def run_cycle(
     daphne: Daphne,
     emulator: EmulatorProcess,
@@ -271,8 +289,10 @@ async def test_soak_exactly_once_no_leaks_flat_rss(
         if connections[-1] > in_use():
             # Not fatal at once: the soak goes on, so that one run reports everything.
             problems.append(
-                f"cycle {cycles}: daphne holds {connections[-1]} connections to the emulator with "
-                f"no request open; its pool keeps at most {KEEPALIVE} idle: the others are leaked"
+                f"cycle {cycles}: daphne holds {connections[-1]} connections to the emulator, "
+                f"{in_use() - KEEPALIVE} with a request open; its pool keeps at most {KEEPALIVE} "
+                "idle: the others are leaked; what each last carried: "
+                + leaked_connections(daphne.pid, emulator_port, emulator.requests())
             )
         rss.append(procstat.rss_bytes(daphne.pid))
         print(

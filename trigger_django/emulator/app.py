@@ -77,6 +77,7 @@ class EmulatorApp:
                 {name: request.headers[name] for name in LOGGED_HEADERS if name in request.headers},
                 _credential_kind(token, self.config.secret_key),
                 unverified_scopes(token),
+                peer_port=_peer_port(scope),
             )
 
         async def send_with_cors(message: Message) -> None:
@@ -154,3 +155,8 @@ def _credential_kind(token: str | None, secret_key: str) -> str:
 
 
 __all__ = ["EmulatorApp", "InjectedDrop"]
+
+
+def _peer_port(scope: Scope) -> int | None:
+    client = scope.get("client")
+    return int(client[1]) if client else None

@@ -470,6 +470,8 @@ class LoggedRequest:
     status: int | None = None
     #: True while the request is being served (a stream read stays open until it ends).
     open: bool = True
+    #: The client's TCP port: which of its connections carried the request.
+    peer_port: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -482,6 +484,7 @@ class LoggedRequest:
             "jwt_scopes": self.jwt_scopes,
             "status": self.status,
             "open": self.open,
+            "peer_port": self.peer_port,
         }
 
 
@@ -632,9 +635,12 @@ class EmulatorState:
         headers: dict[str, str],
         auth: str,
         jwt_scopes: list[str] | None,
+        peer_port: int | None = None,
     ) -> LoggedRequest:
         self._request_index += 1
-        entry = LoggedRequest(self._request_index, method, path, query, headers, auth, jwt_scopes)
+        entry = LoggedRequest(
+            self._request_index, method, path, query, headers, auth, jwt_scopes, peer_port=peer_port
+        )
         self.requests.append(entry)
         return entry
 
