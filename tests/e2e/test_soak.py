@@ -161,19 +161,19 @@ def go(emulator: EmulatorProcess, run_ids: list[str]) -> None:
 
 
 def leaked_connections(pid: int, emulator_port: int, requests: list[dict[str, Any]]) -> str:
-    """What each connection daphne holds to the emulator last carried (this cycle's log)."""
+    """What each connection daphne holds to the emulator last carried (from the log)."""
     last: dict[int, dict[str, Any]] = {}
-    for request in requests:
-        if request.get("peer_port") is not None:
-            last[request["peer_port"]] = request
+    for entry in requests:
+        if entry.get("peer_port") is not None:
+            last[entry["peer_port"]] = entry
     described = []
     for port in procstat.established_local_ports(pid, emulator_port):
-        request = last.get(port)
+        carried = last.get(port)
         described.append(
-            f"{port}: none this cycle"
-            if request is None
-            else f"{port}: {request['method']} {request['path']}?{request['query']} "
-            f"status {request['status']} {'open' if request['open'] else 'ended'}"
+            f"{port}: no request logged"
+            if carried is None
+            else f"{port}: {carried['method']} {carried['path']}?{carried['query']} "
+            f"status {carried['status']} {'open' if carried['open'] else 'ended'}"
         )
     return "; ".join(described)
 
