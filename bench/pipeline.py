@@ -851,13 +851,22 @@ async def scenario_4_fanout(stack: Stack, report: Report, quick: bool, clients: 
 
 
 async def scenario_5(stack: Stack, report: Report, quick: bool, clients: int) -> None:
-    """RSS per idle socket with one live subscription."""
+    """RSS per idle socket with one live subscription: each socket on its own run (every socket
+    then also costs its run's upstream read and run subscription), and sockets sharing a few runs
+    (what the socket and its subscription cost)."""
     sockets = 200 if quick else 1000
+    for variant, runs in (("own runs", sockets), ("10 runs", 10)):
+        await idle_sockets(stack, report, clients, sockets, runs, variant)
+
+
+async def idle_sockets(
+    stack: Stack, report: Report, clients: int, sockets: int, runs: int, variant: str
+) -> None:
     users = await asyncio.to_thread(sessions, sockets + 20)
-    run_ids = await asyncio.to_thread(stack.trigger_idle, sockets + 20)
-    # Each socket follows its own run: a stream read and a run subscription upstream each, so
-    # the pool must hold two connections per socket (HTTP_MAX_CONNECTIONS, docs/settings.md).
-    with stack.daphne({"HTTP_MAX_CONNECTIONS": 2 * (sockets + 20) + 100}) as daphne:
+    run_ids = await asyncio.to_thread(stack.trigger_idle, runs + 20)
+    # With its own run, a socket's stream has a read and a run subscription upstream, so the
+    # pool must hold two connections per run (HTTP_MAX_CONNECTIONS, docs/settings.md).
+    with stack.daphne({"HTTP_MAX_CONNECTIONS": 2 * (runs + 20) + 100}) as daphne:
         # Warm up: a few sockets subscribe and leave, so first-use costs are in the baseline.
         warm = ClientProcesses(
             stack.workdir, [daphne], page_specs(users[:20], run_ids[:20], 0, timeout=600), 1
@@ -869,7 +878,7 @@ async def scenario_5(stack: Stack, report: Report, quick: bool, clients: int) ->
             await warm.stop()
         finally:
             await warm.close()
-        await asyncio.sleep(1.0)  # let the closed sockets' readers finish before measuring
+        await poll_until(lambda: stack.open_reads() == 0, 30, 0.2)
         rss0 = procstat.rss_bytes(daphne.pid)
         pool = ClientProcesses(
             stack.workdir, [daphne], page_specs(users[20:], run_ids[20:], 0, timeout=600), clients
@@ -878,9 +887,8 @@ async def scenario_5(stack: Stack, report: Report, quick: bool, clients: int) ->
             spec["until_expected"] = False
         try:
             await pool.start(limit=120 + sockets * 0.05)
-            # Every subscription has its upstream read open (or, with a hub, its stream).
-            wanted = len(set(run_ids[20:]))
-            await poll_until(lambda: stack.open_reads() >= wanted, 60, 0.2)
+            # Every subscription has its upstream read open (with the hub, one per run).
+            await poll_until(lambda: stack.open_reads() >= runs, 60, 0.2)
             await asyncio.sleep(1.0)
             rss1 = procstat.rss_bytes(daphne.pid)
             open_reads = stack.open_reads()
@@ -891,8 +899,9 @@ async def scenario_5(stack: Stack, report: Report, quick: bool, clients: int) ->
         rss2 = procstat.rss_bytes(daphne.pid)
         left = stack.open_reads()
     per_socket_kb = (rss1 - rss0) / sockets / 1024
-    report.extra["5"] = {
+    report.extra[f"5 {variant}"] = {
         "sockets": sockets,
+        "runs": runs,
         "rss_before_mb": rss0 / 2**20,
         "rss_subscribed_mb": rss1 / 2**20,
         "rss_after_close_mb": rss2 / 2**20,
@@ -902,7 +911,7 @@ async def scenario_5(stack: Stack, report: Report, quick: bool, clients: int) ->
     report.add(
         Row(
             "5",
-            f"RSS per idle subscribed socket ({sockets:,})",
+            f"RSS per idle subscribed socket ({sockets:,}, {variant})",
             per_socket_kb,
             "KB",
             rss0 / 2**20,

@@ -21,3 +21,26 @@ LOGGING = {
         "httpcore": {"level": "WARNING"},
     },
 }
+
+
+def _dump_tasks(signum: int, frame: object) -> None:
+    """SIGUSR1: print every asyncio task of this process with its stack to stderr (the log),
+    so a bench or the soak can show what daphne is doing when something is left over."""
+    import asyncio
+    import sys
+
+    import gc
+
+    # daphne's loop (Twisted's asyncio reactor runs it): the one that is running.
+    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]
+    loop = next((o for o in loops if o.is_running()), None)
+    for task in asyncio.all_tasks(loop) if loop is not None else ():
+        print(f"--- task {task.get_name()} {task!r:.200}", file=sys.stderr)
+        task.print_stack(limit=12, file=sys.stderr)
+    print(f"--- end of tasks ({loop!r})", file=sys.stderr, flush=True)
+
+
+if os.environ.get("BENCH_DUMP_TASKS"):
+    import signal
+
+    signal.signal(signal.SIGUSR1, _dump_tasks)

@@ -27,6 +27,7 @@ import asyncio
 import itertools
 import os
 import random
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +122,7 @@ def soak_daphne(
         trigger_django=json.dumps({"HTTP_MAX_KEEPALIVE_CONNECTIONS": KEEPALIVE}),
         redis_url=channel_layer_url,
     )
+    env["BENCH_DUMP_TASKS"] = "1"  # SIGUSR1 prints daphne's tasks (see task_dump)
     server = Daphne(env, tmp_path / "daphne.log")
     with server:
         yield server
@@ -176,6 +178,16 @@ def leaked_connections(pid: int, emulator_port: int, requests: list[dict[str, An
             f"status {carried['status']} {'open' if carried['open'] else 'ended'}"
         )
     return "; ".join(described)
+
+
+async def task_dump(daphne: Daphne) -> str:
+    """daphne's asyncio tasks and their stacks (bench/settings.py prints them on SIGUSR1)."""
+    assert daphne.process is not None
+    before = daphne.log().count("--- end of tasks")
+    daphne.process.send_signal(signal.SIGUSR1)
+    await wait_until(lambda: daphne.log().count("--- end of tasks") > before, 10)
+    dump = daphne.log().split("--- end of tasks")[before]
+    return dump[dump.find("--- task") :][-6000:]
 
 
 async def run_cycle(
@@ -310,6 +322,8 @@ async def test_soak_exactly_once_no_leaks_flat_rss(
                 f"{held[1] - KEEPALIVE} with a request open; its pool keeps at most {KEEPALIVE} "
                 "idle: the others are leaked; what each last carried: "
                 + leaked_connections(daphne.pid, emulator_port, emulator.requests())
+                + "\ndaphne's tasks:\n"
+                + await task_dump(daphne)
             )
         connections.append(held[0])
         rss.append(procstat.rss_bytes(daphne.pid))
