@@ -27,9 +27,8 @@ def _dump_tasks(signum: int, frame: object) -> None:
     """SIGUSR1: print every asyncio task of this process with its stack to stderr (the log),
     so a bench or the soak can show what daphne is doing when something is left over."""
     import asyncio
-    import sys
-
     import gc
+    import sys
 
     # daphne's loop (Twisted's asyncio reactor runs it): the one that is running.
     loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]
