@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import random
 import signal
@@ -61,6 +62,7 @@ MIN_CYCLES = 3
 #: The upstream pool keeps no idle connection (``HTTP_MAX_KEEPALIVE_CONNECTIONS``), so once no
 #: stream is open daphne must hold no connection to the emulator at all: any one left is leaked.
 KEEPALIVE = 0
+EXTRA = json.loads(os.environ.get("SOAK_EXTRA", "{}"))
 #: RSS after any later cycle may exceed RSS after the first by this much. One cycle's working
 #: set is about 200 sockets x ~55 KB (bench scenario 5) + 200 reads, 11 MB + the parts; CPython
 #: keeps freed arenas and fragments them, so a later cycle can land a few MB above the first
@@ -119,7 +121,7 @@ def soak_daphne(
         db_name=str(connection.settings_dict["NAME"]),
         api_url=soak_emulator.url,
         secret_key=soak_emulator.secret_key,
-        trigger_django=json.dumps({"HTTP_MAX_KEEPALIVE_CONNECTIONS": KEEPALIVE}),
+        trigger_django=json.dumps({"HTTP_MAX_KEEPALIVE_CONNECTIONS": KEEPALIVE, **EXTRA}),
         redis_url=channel_layer_url,
     )
     env["BENCH_DUMP_TASKS"] = "1"  # SIGUSR1 prints daphne's tasks (see task_dump)

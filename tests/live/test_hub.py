@@ -246,3 +246,35 @@ async def test_a_page_acknowledges_a_few_times_per_window_not_per_batch(
     # room), never one per batch or per part.
     assert 1 <= len(asked) <= 2 * 2000 / 100
     await communicator.disconnect()
+
+
+async def test_a_transformed_read_closed_between_items_closes_its_base_read() -> None:
+    # A catch-up read that merges into the live feed stops between items: its transform (a
+    # plain `async for`, like the part templates') must not leave the upstream read open.
+    from trigger_django.live.hub import Item, Transformed
+
+    closed = asyncio.Event()
+
+    class Base:
+        key = ("stream", "run_1", "default")
+
+        async def open(self, resume: str | None, idle_timeout: int) -> AsyncIterator[Item]:
+            try:
+                for n in range(1, 1000):
+                    data = f'{{"id":"{n}"}}'
+                    yield Item((n,), str(n), data, len(data), str(n))
+                    await asyncio.sleep(0)
+            finally:
+                closed.set()
+
+        def describe_error(self, exc: BaseException) -> tuple[int, str]:
+            return 500, str(exc)
+
+    async def passthrough(items: AsyncIterator[Item]) -> AsyncIterator[Item]:
+        async for item in items:
+            yield item
+
+    reads = Transformed(Base(), "passthrough", passthrough).open(None, 60)
+    assert (await anext(reads)).id == "1"
+    await reads.aclose()  # type: ignore[attr-defined]
+    assert closed.is_set()

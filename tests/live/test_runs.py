@@ -231,12 +231,25 @@ async def test_run_watches_stop_when_nobody_follows(upstream: Any, user: Any) ->
     await wait_until(lambda: run_id not in live_runs._watches, limit=10)
 
 
+@pytest.mark.parametrize("render", ["text", "parts", "markdown"])
 async def test_a_followed_stream_closes_its_upstream_read_when_its_viewers_leave(
-    upstream: Any, user: Any
+    upstream: Any, user: Any, render: str
 ) -> None:
+    # Rendered streams too: a transform left suspended would keep the read open for nobody.
     run_id, _ = upstream.trigger("external-writer", {})
     socket = await connect(user)
-    await socket.send_json_to(subscribe_message(user, run_id, timeout=120))
+    message = subscribe_message(user, run_id, timeout=120)
+    if render == "parts":
+        message["render"] = "parts"
+        message["ticket"] = make_ticket(
+            user_pk=user.pk,
+            run_id=run_id,
+            key="default",
+            part_templates={"default": "weather/parts"},
+        )
+    elif render == "markdown":
+        message["render"] = "markdown"
+    await socket.send_json_to(message)
     append(upstream, run_id, "one")
     await collect(socket, until=lambda m: m["type"] == "parts", ack="requested", limit=10)
     await socket.disconnect()

@@ -122,8 +122,15 @@ class Transformed:
     def key(self) -> FeedKey:
         return (*self.base.key, self.name)
 
-    def open(self, resume: str | None, idle_timeout: int) -> AsyncIterator[Item]:
-        return self.transform(self.base.open(resume, idle_timeout))
+    async def open(self, resume: str | None, idle_timeout: int) -> AsyncIterator[Item]:
+        # Closed, the transform must close the base read too: a transform that is a plain
+        # `async for` would leave it suspended, its upstream request open for nobody.
+        items = self.base.open(resume, idle_timeout)
+        async with contextlib.aclosing(items):  # type: ignore[type-var]
+            transformed = self.transform(items)
+            async with contextlib.aclosing(transformed):  # type: ignore[type-var]
+                async for item in transformed:
+                    yield item
 
     def describe_error(self, exc: BaseException) -> tuple[int, str]:
         return self.base.describe_error(exc)

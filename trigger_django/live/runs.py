@@ -280,8 +280,9 @@ class FollowedOutputStream:
                 finished = watch.finished
                 following = not finished and watch.failure is None
                 reads = self.base.open(resume, DRAIN_SECONDS if finished else idle_timeout)
-                async with contextlib.aclosing(reads):  # type: ignore[type-var]
-                    async for item in _drained(reads, watch if following else None):
+                drained = _drained(reads, watch if following else None)
+                async with contextlib.aclosing(reads), contextlib.aclosing(drained):  # type: ignore[type-var]
+                    async for item in drained:
                         resume = item.resume
                         yield item
                 if watch.finished:
