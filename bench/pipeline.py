@@ -386,6 +386,8 @@ class ClientProcesses:
         self.results: list[dict[str, Any]] = []
         #: CPU seconds each client process used in all (from ``load()``).
         self.cpu_s: list[float | None] = []
+        #: HTTP statuses of handshakes daphne refused (the pages retried them).
+        self.refused: list[int] = []
         self.specs: list[dict[str, Any]] = []
         for k in range(count):
             chosen = pages[k::count]
@@ -459,6 +461,7 @@ class ClientProcesses:
             result = json.loads(path.read_text())
             results.extend(result["viewers"])
             self.cpu_s.append(result.get("cpu_s"))
+            self.refused.extend(result.get("refused_handshakes", []))
         return results
 
 
@@ -895,6 +898,7 @@ async def idle_sockets(
             await pool.stop()
         finally:
             await pool.close()
+        pool.load()
         await poll_until(lambda: stack.open_reads() == 0, 30, 0.2)
         rss2 = procstat.rss_bytes(daphne.pid)
         left = stack.open_reads()
@@ -907,7 +911,9 @@ async def idle_sockets(
         "rss_after_close_mb": rss2 / 2**20,
         "open_reads_while_subscribed": open_reads,
         "open_reads_after": left,
+        "refused_handshakes": len(pool.refused),
     }
+    refused = f"; {len(pool.refused)} handshakes refused and retried" if pool.refused else ""
     report.add(
         Row(
             "5",
@@ -918,7 +924,7 @@ async def idle_sockets(
             "daphne RSS before",
             "≤ 48 KB",
             per_socket_kb <= 48,
-            f"{open_reads} upstream reads open; {left} left after close",
+            f"{open_reads} upstream reads open; {left} left after close{refused}",
             baseline_unit="MB",
         )
     )

@@ -62,6 +62,8 @@ class PageClient:
         self.connects = 0
         self.drops = 0
         self.close_codes: list[int | None] = []
+        #: HTTP statuses of refused handshakes (the page retries them as 1006 closes).
+        self.refused_handshakes: list[int] = []
         #: Limits how many pages connect at once (None: no limit).
         self.connect_gate: asyncio.Semaphore | None = None
         self._closing: asyncio.Future[None] | None = None
@@ -117,8 +119,14 @@ class PageClient:
         try:
             async with gate:
                 socket = await self._open()
-        except InvalidStatus:
-            raise
+        except InvalidStatus as exc:
+            # A refused handshake (daphne answers 403 when the application has not accepted
+            # within its handshake timeout) is a 1006 close to the page, which reconnects.
+            self.refused_handshakes.append(exc.response.status_code)
+            retry = self.page.on_close(1006)
+            if self.on_change is not None:
+                self.on_change()
+            return retry
         except (OSError, InvalidHandshake, TimeoutError):
             return True  # the server is away: retry with backoff, like the page
         return await self._serve(socket)
@@ -289,6 +297,7 @@ async def serve_spec(spec: dict[str, Any], result_path: str) -> None:
         "viewers": [viewer_result(v) for c in clients for v in c.page.viewers.values()],
         "connects": sum(c.connects for c in clients),
         "close_codes": [code for c in clients for code in c.close_codes],
+        "refused_handshakes": [status for c in clients for status in c.refused_handshakes],
         # So the bench can tell whether the clients, not daphne, were the limit.
         "cpu_s": time.process_time(),
     }
