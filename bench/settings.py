@@ -39,23 +39,24 @@ def _dump_tasks(signum: int, frame: object) -> None:
     # Upstream connections that are not idle, and what holds them (a leak's owner).
     from httpcore._async.http11 import AsyncHTTP11Connection
 
-    if True:
-        for conn in [o for o in gc.get_objects() if isinstance(o, AsyncHTTP11Connection)]:
-            if conn.is_idle() or conn.is_closed():
-                continue
-            print(f"--- connection {conn!r}", file=sys.stderr)
-            chain = [conn]
-            for _ in range(8):
-                holders = [
-                    r
-                    for r in gc.get_referrers(chain[-1])
-                    if r is not chain and not isinstance(r, (list, type(sys._getframe())))
-                ]
-                if not holders:
-                    break
-                chain.append(holders[0])
-                described = ", ".join(f"{type(h).__qualname__}" for h in holders[:4])
-                print(f"    held by: {described} :: {holders[0]!r:.160}", file=sys.stderr)
+    for conn in [o for o in gc.get_objects() if isinstance(o, AsyncHTTP11Connection)]:
+        if conn.is_idle() or conn.is_closed():
+            continue
+        print(f"--- connection {conn!r}", file=sys.stderr)
+        chain = [conn]
+        for _ in range(8):
+            holders = [
+                r
+                for r in gc.get_referrers(chain[-1])
+                if r is not chain
+                and not isinstance(r, type(sys._getframe()))
+                and not (isinstance(r, list) and len(r) > 1000)
+            ]
+            if not holders:
+                break
+            chain.append(holders[0])
+            described = ", ".join(f"{type(h).__qualname__}" for h in holders[:4])
+            print(f"    held by: {described} :: {holders[0]!r:.160}", file=sys.stderr)
     print(f"--- end of tasks ({loop!r})", file=sys.stderr, flush=True)
 
 
