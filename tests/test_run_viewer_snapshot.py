@@ -256,6 +256,26 @@ def test_the_streams_are_read_concurrently_within_one_deadline(
     assert deadlines == [5, 5, 5]  # sharing SNAPSHOT_DEADLINE, not one after another
 
 
+def test_a_run_with_more_streams_than_the_cap_reads_only_the_first_ones(
+    snapshot_settings: Any, emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = a_run_with_two_streams(emulator)
+    append(emulator, run_id, "third", ["3"])
+    read = snapshot_module._read
+    keys: list[str] = []
+
+    async def recorded(run_id: str, key: str, start: Any, deadline: float, **kw: Any) -> Any:
+        keys.append(key)
+        return await read(run_id, key, start, deadline, **kw)
+
+    monkeypatch.setattr(snapshot_module, "MAX_SNAPSHOT_STREAMS", 2)
+    monkeypatch.setattr(snapshot_module, "_read", recorded)
+    html = render("{% run_viewer run_id %}", run_id=run_id)
+    assert len(keys) == 2  # one upstream request per stream read: bounded per render
+    assert streams_of(html).count("<section") == 3  # the third arrives on the socket
+    assert "3</p>" not in streams_of(html)
+
+
 def test_with_the_snapshot_off_the_streams_are_rendered_empty(
     snapshot_settings: Any, emulator: Any
 ) -> None:

@@ -40,9 +40,18 @@ from trigger_django.live.markdown import chunk_text
 from trigger_django.markdown import MarkdownStream
 from trigger_django.upstream import UpstreamConfigurationError
 
-__all__ = ["Snapshot", "bounded_sync", "read_snapshot", "read_snapshots", "snapshot_from_parts"]
+__all__ = [
+    "MAX_SNAPSHOT_STREAMS",
+    "Snapshot",
+    "bounded_sync",
+    "read_snapshot",
+    "read_snapshots",
+    "snapshot_from_parts",
+]
 
 logger = logging.getLogger(__name__)
+#: At most this many streams of a run are read for ``{% run_viewer %}``'s first HTML.
+MAX_SNAPSHOT_STREAMS = 8
 T = TypeVar("T")
 
 
@@ -223,7 +232,10 @@ def read_snapshots(
         deadline = get_config().snapshot_deadline
     if deadline <= 0 or not keys:
         return {}
-    reads = bounded_sync(_read_all, run_id, list(dict.fromkeys(keys)), deadline)
+    # Each stream is one upstream request per page render: a run with many streams has the
+    # first MAX_SNAPSHOT_STREAMS in the first HTML, and the others arrive on the socket.
+    chosen = list(dict.fromkeys(keys))[:MAX_SNAPSHOT_STREAMS]
+    reads = bounded_sync(_read_all, run_id, chosen, deadline)
     if reads is None:
         return {}
     return {
