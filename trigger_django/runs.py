@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from asgiref.sync import async_to_sync
 from django.template.loader import render_to_string
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
@@ -134,12 +133,10 @@ def fetch_run(run_id: str, *, deadline: float | None = None) -> Run | None:
     except RuntimeError:
         pass
     else:
-        return None  # rendering inside an event loop: never block it
-    try:
-        run = async_to_sync(_first_state)(run_id, deadline)
-    except Exception as exc:  # the page still renders; the socket will tell
-        logger.info("trigger_django: no state of run %s at render time: %s", run_id, exc)
-        run = None
+        return None  # rendering inside an event loop: never block it (and cache nothing)
+    from trigger_django.snapshot import bounded_sync
+
+    run = bounded_sync(_first_state, run_id, deadline)
     if len(_recent) > 1024:
         _recent.clear()
     _recent[run_id] = (now, run)
