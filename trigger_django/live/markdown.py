@@ -31,13 +31,16 @@ id and a position just after it, with ``"end": true``, no chunk, and the tail re
 (unhealed), so the page's HTML is then exactly ``render_markdown()`` of the whole text.
 
 A flush costs about the size of the open tail, and a pathological one (a huge unterminated
-paragraph of emphasis) takes hundreds of milliseconds. A flush that has more than
-`INLINE_LIMIT` characters to parse therefore runs in a worker thread (`RENDER_THREADS` of
-them, shared by every stream), so that the event loop, and every other socket on it, goes on
-meanwhile; this stream's read waits for it. A stream never has more than one render in flight
-(one lock per rendering, shared by all its reads), and its parts keep their order. Giant open
-blocks are re-rendered only as they grow by an eighth (`trigger_django.markdown.LARGE_TAIL`),
-so the renders a stream needs stay linear in its length.
+paragraph of emphasis) takes hundreds of milliseconds. A flush runs in a worker thread
+(`RENDER_THREADS` of them, shared by every stream) when it has more than `INLINE_LIMIT`
+characters to parse or when this stream's last flush took more than `INLINE_SECONDS` of CPU,
+so that the event loop, and every other socket on it, goes on meanwhile; this stream's read
+waits for it. Cheap flushes stay on the loop (a thread hop would cost more than they do), and a
+read that has spent `INLINE_SECONDS` * 4 rendering on the loop without suspending (a burst of
+parts already buffered) yields to it. A stream never has more than one render in flight (one
+lock per rendering, shared by all its reads), and its parts keep their order. Giant open blocks
+are re-rendered only as they grow by an eighth (`trigger_django.markdown.LARGE_TAIL`), so the
+renders a stream needs stay linear in its length.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import bisect
 import contextlib
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -55,12 +59,16 @@ from trigger_django.live.hub import Item, Source
 from trigger_django.live.protocol import Position
 from trigger_django.markdown import MarkdownStream, RenderUpdate
 
-__all__ = ["INLINE_LIMIT", "RENDER_THREADS", "MarkdownSource", "chunk_text", "md_wire"]
+__all__ = [
+    "INLINE_LIMIT", "INLINE_SECONDS", "RENDER_THREADS", "MarkdownSource", "chunk_text", "md_wire",
+]  # fmt: skip
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
-#: A flush with more text than this to parse (characters) runs in a worker thread.
+#: A flush with more text than this to parse (characters) runs in a worker thread...
 INLINE_LIMIT = 2_000
+#: ... and so does one after a flush of the stream that took more CPU than this (seconds).
+INLINE_SECONDS = 0.005
 #: Worker threads for those renders, shared by every stream of the process.
 RENDER_THREADS = 2
 
@@ -76,10 +84,13 @@ def _render_executor() -> ThreadPoolExecutor:
         return _executor
 
 
-def _flush(stream: MarkdownStream, text: str) -> RenderUpdate:
-    """Feed a part's text and flush: on the event loop when it is small, else in a worker."""
+def _flush(stream: MarkdownStream, text: str) -> tuple[RenderUpdate, float]:
+    """Feed a part's text and flush (on the event loop when it is cheap, else in a worker):
+    the update and the CPU seconds it took."""
+    began = time.thread_time()
     stream.feed(text)
-    return stream.flush()
+    update = stream.flush()
+    return update, time.thread_time() - began
 
 
 def _final_tail(stream: MarkdownStream) -> str:
@@ -102,7 +113,10 @@ def md_wire(n: int, append: list[str], tail: str, seq: int, *, end: bool = False
 class _Rendering:
     """The markdown of one feed so far."""
 
-    __slots__ = ("blocks", "changes", "last_id", "lock", "position", "seq", "stream", "tail")
+    __slots__ = (
+        "blocks", "changes", "inline_spent", "last_id", "lock", "position", "seq", "slow",
+        "stream", "tail",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.stream = MarkdownStream()
@@ -118,6 +132,10 @@ class _Rendering:
         self.seq = 0
         self.position: Position = ()
         self.last_id: str | None = None
+        #: The last flush took more than INLINE_SECONDS: the next one goes to a worker.
+        self.slow = False
+        #: CPU spent rendering on the loop since a read last yielded to it.
+        self.inline_spent = 0.0
 
     async def render(self, item: Item, chunk: Any) -> tuple[int, int] | None:
         """Render a new part: the range of blocks it froze, or ``None`` when another read of
@@ -130,20 +148,26 @@ class _Rendering:
             return None
         first = len(self.blocks)
         text = chunk_text(chunk)
-        if self.stream.open_size + len(text) <= INLINE_LIMIT:
+        if not self.slow and self.stream.open_size + len(text) <= INLINE_LIMIT:
             try:
-                self._apply(item, _flush(self.stream, text))
+                update, spent = _flush(self.stream, text)
+                self._apply(item, update, spent)
             finally:
                 self.lock.release()
+            self.inline_spent += spent
+            if self.inline_spent > 4 * INLINE_SECONDS:
+                self.inline_spent = 0.0
+                await asyncio.sleep(0)  # parts in a burst: let the loop serve the others
             return first, len(self.blocks)
+        self.inline_spent = 0.0
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(_render_executor(), _flush, self.stream, text)
         frozen: list[tuple[int, int]] = []
 
-        def finished(done: asyncio.Future[RenderUpdate]) -> None:
+        def finished(done: asyncio.Future[tuple[RenderUpdate, float]]) -> None:
             try:
                 if not done.cancelled() and done.exception() is None:
-                    self._apply(item, done.result())
+                    self._apply(item, *done.result())
                     frozen.append((first, len(self.blocks)))
             finally:
                 self.lock.release()
@@ -167,7 +191,8 @@ class _Rendering:
                 await asyncio.wait([future])
                 raise
 
-    def _apply(self, item: Item, update: RenderUpdate) -> None:
+    def _apply(self, item: Item, update: RenderUpdate, spent: float) -> None:
+        self.slow = spent > INLINE_SECONDS
         if update.append:
             self.blocks.extend(update.append)
             self.changes.append((item.position, len(self.blocks)))
