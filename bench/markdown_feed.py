@@ -10,7 +10,8 @@ processes on a shared machine do not count.
 Then the event loop while a pathological tail renders (one 100 KB paragraph of ``**a``): the
 longest the loop went without running a ticker task that wakes every millisecond, with large
 flushes in worker threads (as shipped) and, as the same run's baseline, with every flush on the
-loop (``INLINE_LIMIT`` and ``INLINE_SECONDS`` raised past reach). Run ``python -m bench.markdown_feed``.
+loop (``INLINE_LIMIT`` and ``INLINE_SECONDS`` raised past reach); the source suspends before
+each part, as a network read does. Run ``python -m bench.markdown_feed``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ class _Parts:
 
     key = ("bench", "markdown")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, suspend: bool = False) -> None:
+        #: Suspend before each part, as a read from the network does between its chunks.
+        self.suspend = suspend
         self.items = []
         for seq, start in enumerate(range(0, len(text), PART)):
             data = encode_part(str(seq), text[start : start + PART], 0, 0)
@@ -43,6 +46,8 @@ class _Parts:
 
     async def open(self, resume: str | None, idle_timeout: int) -> AsyncIterator[Item]:
         for item in self.items:
+            if self.suspend:
+                await asyncio.sleep(0)
             yield item
 
     def describe_error(self, exc: BaseException) -> tuple[int, str]:
@@ -85,7 +90,7 @@ def run(repeats: int = 3) -> list[dict[str, Any]]:
 async def _loop_stall(size: int) -> dict[str, float]:
     """Read a giant open paragraph through `MarkdownSource` while a ticker measures how long
     the event loop went without it."""
-    source = MarkdownSource(_Parts(("**a" * (size // 3 + 1))[:size]))
+    source = MarkdownSource(_Parts(("**a" * (size // 3 + 1))[:size], suspend=True))
     loop = asyncio.get_running_loop()
     longest = 0.0
     done = False
