@@ -52,7 +52,8 @@ demo: venv
 # daphne -> viewers). BENCH_ARGS is passed to the pipeline, e.g. BENCH_ARGS="--scenario 3 --quick".
 # Then the server-side markdown: per-flush render cost (bench/markdown_render.py) and per-part
 # cost in the hub (bench/markdown_feed.py), and Chromium main-thread time while it streams
-# (bench/markdown_browser.py), at 1, 10 and 100 KB answers.
+# (bench/markdown_browser.py), at 1, 10 and 100 KB answers; and daphne's CPU for 100 viewers of
+# one markdown stream vs one viewer (bench/markdown_fanout.py: real daphne, sockets, emulator).
 BENCH_ARGS ?=
 # The short, CPU-only benchmarks first; the pipeline (real processes, ~6 min) last.
 bench: venv node-deps
@@ -60,6 +61,7 @@ bench: venv node-deps
 	$(PY) -m bench.markdown_render
 	$(PY) -m bench.markdown_feed
 	$(PY) -m bench.markdown_browser
+	$(PY) -m bench.markdown_fanout
 	$(PY) -m bench.pipeline $(BENCH_ARGS)
 
 # The soak of `make test` (tests/e2e/test_soak.py), for SOAK_SECONDS of cycles (default 600).

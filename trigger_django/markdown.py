@@ -222,6 +222,12 @@ class MarkdownStream:
         return RenderUpdate(list(self._frozen_html), self._tail)
 
     @property
+    def open_size(self) -> int:
+        """Characters after the frozen blocks (what `pending_text` holds, without copying it):
+        what a flush parses, so what it costs, follows it."""
+        return len(self._open) + self._carry_cr
+
+    @property
     def pending_text(self) -> str:
         """The text after the frozen blocks: what the tail is rendered from."""
         return self._open + ("\n" if self._carry_cr else "")

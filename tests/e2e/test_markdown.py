@@ -10,6 +10,7 @@ import pytest
 from playwright.async_api import expect
 
 from tests.e2e.conftest import DaphneServer
+from tests.markdown_corpus import ANSWERS
 from trigger_django.client import StreamPart
 from trigger_django.markdown import render_markdown
 from trigger_django.snapshot import snapshot_from_parts
@@ -221,3 +222,33 @@ async def test_hostile_markdown_creates_no_element_attribute_or_link_outside_the
     batches = await page.evaluate("window.__batches.hostile")
     assert batches
     assert all(batch["violations"] == [] for batch in batches)
+
+
+async def test_a_long_answer_fills_several_groups_with_the_exact_html_and_max_parts_spans_them(
+    page: Any, daphne_server: DaphneServer, emulator: Any, e2e_user: Any
+) -> None:
+    """Frozen blocks go into groups (each a data-trigger-md-blocks container, ~8,000 characters
+    of HTML, content-visibility: auto): the output's children still add up to the document."""
+    section = "\n".join(ANSWERS[k] for k in ("overview", "code", "lists", "setext", "blockquote"))
+    text = "\n".join([section] * 8)
+    parts = [text[i : i + 100] for i in range(0, len(text), 100)]
+    await open_viewers(
+        page, daphne_server, e2e_user, emulator, [("long", parts, ""), ("long-last", parts, "3")]
+    )
+    expected = render_markdown(text)
+    assert len(expected) > 3 * 8_000
+    assert await output_html(page, "long") == expected
+    assert await output_html(page, "long-last") == last_blocks_html(parts, 3)
+    layout = await page.locator("#long [data-trigger-output]").evaluate(
+        """(output) => [...output.children].map((c) => [
+            c.hasAttribute("data-trigger-md-blocks") ? "group" : c.hasAttribute(
+                "data-trigger-md-tail") ? "tail" : c.tagName,
+            getComputedStyle(c).contentVisibility])"""
+    )
+    assert [kind for kind, _ in layout[:-1]] == ["group"] * (len(layout) - 1)
+    assert len(layout) - 1 >= 3
+    assert layout[-1][0] == "tail"
+    assert {visibility for _, visibility in layout[:-1]} == {"auto"}
+    batches = await page.evaluate("window.__batches")
+    for viewer_id in ("long", "long-last"):
+        assert all(batch["violations"] == [] for batch in batches[viewer_id])

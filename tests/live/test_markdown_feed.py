@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from tests.live.helpers import (
 )
 from tests.markdown_corpus import ANSWERS
 from trigger_django.live import hub as hub_module
+from trigger_django.live import markdown as markdown_module
 from trigger_django.live.markdown import chunk_text
 from trigger_django.live.protocol import BadMessage, parse_message
 from trigger_django.markdown import render_markdown
@@ -200,3 +202,53 @@ async def test_a_late_joiner_and_resumed_viewers_end_with_identical_html(
     assert rebuilt.html == expected
     for communicator in (first, late, resumed, again):
         await communicator.disconnect()
+
+
+async def test_a_pathological_tail_renders_off_the_loop_and_stalls_no_other_stream(
+    upstream: Any, user: Any, monkeypatch: Any
+) -> None:
+    """A flush with a huge open tail runs in a worker thread: while one is held there (it does
+    not end until the test lets it), another stream's viewer gets its whole answer, and the
+    held stream then ends with the right HTML."""
+    giant = "**a" * 2_000  # one unterminated paragraph, far over INLINE_LIMIT
+    entered, release = threading.Event(), threading.Event()
+    state = {"timed_out": False, "loop_thread": False, "rendered": False}
+    loop_thread = threading.get_ident()
+    original = markdown_module._flush
+
+    def held_flush(stream: Any, text: str) -> Any:
+        if text == giant:
+            state["loop_thread"] = threading.get_ident() == loop_thread
+            entered.set()
+            # Were this on the event loop, nothing could release it: it would time out.
+            state["timed_out"] = not release.wait(10)
+            update = original(stream, text)
+            state["rendered"] = True
+            return update
+        return original(stream, text)
+
+    monkeypatch.setattr(markdown_module, "_flush", held_flush)
+    slow_run, _ = upstream.trigger("echo-parts", {"parts": ["# Slow\n\n", giant], "delay_ms": 2})
+    slow = await connect(user)
+    await slow.send_json_to(markdown_subscribe(user, slow_run, timeout=30))
+    assert (await slow.receive_json_from(timeout=5))["type"] == "subscribed"
+    assert await asyncio.to_thread(entered.wait, 10), "the giant tail was never rendered"
+
+    text = ANSWERS["overview"]
+    fast_run, _ = upstream.trigger("echo-parts", {"parts": tokens(text), "delay_ms": 1})
+    fast = await connect(user)
+    await fast.send_json_to(markdown_subscribe(user, fast_run, timeout=30))
+    assert (await fast.receive_json_from(timeout=5))["type"] == "subscribed"
+    fast_page = Page()
+    fast_page.apply(parts_of(await collect(fast, until=terminal(), limit=30)))
+    # The other stream was delivered whole while the slow render was still held.
+    assert fast_page.html == render_markdown(text)
+    assert not state["rendered"]
+    release.set()
+    slow_page = Page()
+    slow_page.apply(parts_of(await collect(slow, until=terminal(), limit=30)))
+    assert slow_page.html == render_markdown("# Slow\n\n" + giant)
+    assert not state["loop_thread"]
+    assert not state["timed_out"]
+    await fast.disconnect()
+    await slow.disconnect()

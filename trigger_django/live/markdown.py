@@ -29,23 +29,72 @@ every read of the feed shares it:
 When the stream ends (idle, or its run finished), one more item follows the last part: the same
 id and a position just after it, with ``"end": true``, no chunk, and the tail rendered as written
 (unhealed), so the page's HTML is then exactly ``render_markdown()`` of the whole text.
+
+A flush costs about the size of the open tail, and a pathological one (a huge unterminated
+paragraph of emphasis) takes hundreds of milliseconds. A flush runs in a worker thread
+(`RENDER_THREADS` of them, shared by every stream) when it has more than `INLINE_LIMIT`
+characters to parse or when this stream's last flush took more than `INLINE_SECONDS` of CPU,
+so that the event loop, and every other socket on it, goes on meanwhile; this stream's read
+waits for it. Cheap flushes stay on the loop (a thread hop would cost more than they do), and a
+read that has spent `INLINE_SECONDS` * 4 rendering on the loop without suspending (a burst of
+parts already buffered) yields to it. A stream never has more than one render in flight (one
+lock per rendering, shared by all its reads), and its parts keep their order. Giant open blocks
+are re-rendered only as they grow by an eighth (`trigger_django.markdown.LARGE_TAIL`), so the
+renders a stream needs stay linear in its length.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import contextlib
 import json
+import threading
+import time
 from collections.abc import AsyncIterator, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from trigger_django.live.hub import Item, Source
 from trigger_django.live.protocol import Position
-from trigger_django.markdown import MarkdownStream
+from trigger_django.markdown import MarkdownStream, RenderUpdate
 
-__all__ = ["MarkdownSource", "chunk_text", "md_wire"]
+__all__ = [
+    "INLINE_LIMIT", "INLINE_SECONDS", "RENDER_THREADS", "MarkdownSource", "chunk_text", "md_wire",
+]  # fmt: skip
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+#: A flush with more text than this to parse (characters) runs in a worker thread...
+INLINE_LIMIT = 2_000
+#: ... and so does one after a flush of the stream that took more CPU than this (seconds).
+INLINE_SECONDS = 0.005
+#: Worker threads for those renders, shared by every stream of the process.
+RENDER_THREADS = 2
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _render_executor() -> ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="trigger-markdown")
+        return _executor
+
+
+def _flush(stream: MarkdownStream, text: str) -> tuple[RenderUpdate, float]:
+    """Feed a part's text and flush (on the event loop when it is cheap, else in a worker):
+    the update and the CPU seconds it took."""
+    began = time.thread_time()
+    stream.feed(text)
+    update = stream.flush()
+    return update, time.thread_time() - began
+
+
+def _final_tail(stream: MarkdownStream) -> str:
+    return stream.final_tail()
 
 
 def chunk_text(chunk: Any) -> str:
@@ -64,10 +113,15 @@ def md_wire(n: int, append: list[str], tail: str, seq: int, *, end: bool = False
 class _Rendering:
     """The markdown of one feed so far."""
 
-    __slots__ = ("blocks", "changes", "last_id", "position", "seq", "stream", "tail")
+    __slots__ = (
+        "blocks", "changes", "inline_spent", "last_id", "lock", "position", "seq", "slow",
+        "stream", "tail",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.stream = MarkdownStream()
+        #: Held while the stream renders: one render in flight, whichever read asks.
+        self.lock = asyncio.Lock()
         #: Every frozen block's HTML, in order.
         self.blocks: list[str] = []
         #: ``(position, blocks frozen up to and including that part)`` for every part that
@@ -78,10 +132,67 @@ class _Rendering:
         self.seq = 0
         self.position: Position = ()
         self.last_id: str | None = None
+        #: The last flush took more than INLINE_SECONDS: the next one goes to a worker.
+        self.slow = False
+        #: CPU spent rendering on the loop since a read last yielded to it.
+        self.inline_spent = 0.0
 
-    def add(self, item: Item, chunk: Any) -> None:
-        self.stream.feed(chunk_text(chunk))
-        update = self.stream.flush()
+    async def render(self, item: Item, chunk: Any) -> tuple[int, int] | None:
+        """Render a new part: the range of blocks it froze, or ``None`` when another read of
+        the feed rendered it meanwhile. A large flush runs in a worker thread; should this read
+        be cancelled meanwhile, the render still completes and counts (the stream keeps its
+        lock until then), so no read ever sees a half-rendered stream."""
+        await self.lock.acquire()
+        if item.position <= self.position:
+            self.lock.release()
+            return None
+        first = len(self.blocks)
+        text = chunk_text(chunk)
+        if not self.slow and self.stream.open_size + len(text) <= INLINE_LIMIT:
+            try:
+                update, spent = _flush(self.stream, text)
+                self._apply(item, update, spent)
+            finally:
+                self.lock.release()
+            self.inline_spent += spent
+            if self.inline_spent > 4 * INLINE_SECONDS:
+                self.inline_spent = 0.0
+                await asyncio.sleep(0)  # parts in a burst: let the loop serve the others
+            return first, len(self.blocks)
+        self.inline_spent = 0.0
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(_render_executor(), _flush, self.stream, text)
+        frozen: list[tuple[int, int]] = []
+
+        def finished(done: asyncio.Future[tuple[RenderUpdate, float]]) -> None:
+            try:
+                if not done.cancelled() and done.exception() is None:
+                    self._apply(item, *done.result())
+                    frozen.append((first, len(self.blocks)))
+            finally:
+                self.lock.release()
+
+        future.add_done_callback(finished)
+        await asyncio.shield(future)
+        return frozen[0]
+
+    async def final_tail(self) -> str:
+        """The open tail as written (unhealed), after any render in flight; a large one is
+        rendered in a worker thread."""
+        async with self.lock:
+            if self.stream.open_size <= INLINE_LIMIT:
+                return _final_tail(self.stream)
+            loop = asyncio.get_running_loop()
+            # Shielded: a cancelled read lets it finish before the lock goes (it only reads).
+            future = loop.run_in_executor(_render_executor(), _final_tail, self.stream)
+            try:
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                await asyncio.wait([future])
+                raise
+
+    def _apply(self, item: Item, update: RenderUpdate, spent: float) -> None:
+        self.slow = spent > INLINE_SECONDS
         if update.append:
             self.blocks.extend(update.append)
             self.changes.append((item.position, len(self.blocks)))
@@ -132,10 +243,11 @@ class MarkdownSource:
             async with contextlib.aclosing(items):  # type: ignore[type-var]
                 async for item in items:
                     wire: dict[str, Any] = json.loads(item.data)
+                    rendered = None
                     if item.position > state.position:
-                        first = len(state.blocks)
-                        state.add(item, wire.get("chunk"))
-                        end = len(state.blocks)
+                        rendered = await state.render(item, wire.get("chunk"))
+                    if rendered is not None:
+                        first, end = rendered
                     else:  # rendered already: the blocks this part froze, and the tail of now
                         first, end = (
                             state.count_before(item.position),
@@ -147,19 +259,19 @@ class MarkdownSource:
                     yield Item(item.position, item.id, data, len(data), item.resume)
         except Exception:
             if last is not None:
-                yield self._end_item(last)
+                yield await self._end_item(last)
             raise
         if last is not None:
-            yield self._end_item(last)
+            yield await self._end_item(last)
 
-    def _end_item(self, last: Item) -> Item:
+    async def _end_item(self, last: Item) -> Item:
         """The item after the last part of a read that ended: the tail as written."""
         state = self.rendering
         wire: dict[str, Any] = json.loads(last.data)
         wire.pop("chunk", None)
         wire.pop("md", None)
+        tail = await state.final_tail()
         first = state.count_after(last.position)
-        tail = state.stream.final_tail()
         wire["md"] = md_wire(first, state.blocks[first:], tail, state.seq, end=True)
         data = _dumps(wire)
         return Item((*last.position, 1), last.id, data, len(data), last.resume)

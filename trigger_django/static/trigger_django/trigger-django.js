@@ -31,6 +31,8 @@
   var retryTimer = null;
   var nextSubscription = 1;
   var flushScheduled = false;
+  var flushTimer = null; // a viewer waiting out its throttle: the frame after it is due
+  var flushTimerAt = 0;
 
   // --- cursors -------------------------------------------------------------------------------
   // v2 ids are S2 seq numbers ("17"), v1 ids are Redis ids ("1735689600000-3"); both can exceed
@@ -127,6 +129,9 @@
       mdBlocks: intData(el, "mdBlocks") || 0,
       mdSeq: intData(el, "mdSeq") || 0,
       mdTail: null,
+      mdInterval: 0, // least ms between markdown updates, from their measured cost
+      mdCost: 0,
+      mdMeasuring: false,
       state: el.getAttribute("data-state") || "connecting",
       // last applied {id, i}: the first HTML may already hold the text up to data-cursor
       cursor: firstCursor,
@@ -284,6 +289,7 @@
 
   function receive(message) {
     var viewer;
+    var due = Infinity;
     if (message.type === "parts") {
       (message.streams || []).forEach(function (batch) {
         var target = viewers.get(batch.sub);
@@ -291,8 +297,9 @@
         for (var k = 0; k < batch.parts.length; k++) { target.pending.push(batch.parts[k]); }
         // Acknowledged once applied: only the batches the server marks, a few per window.
         if (batch.ack) { target.ackDue = true; }
+        due = Math.min(due, dueIn(target, Date.now()));
       });
-      scheduleFlush();
+      scheduleFlush(due);
     } else if (message.type === "subscribed") {
       viewer = viewers.get(message.sub);
       attempt = 0;
@@ -315,8 +322,32 @@
   }
 
   // --- drawing -------------------------------------------------------------------------------
-  function scheduleFlush() {
+  // How long until a viewer may draw again (0: now): throttle_ms=, and for markdown its
+  // measured drawing cost (see drawMarkdown); the stream's end is drawn at once.
+  function dueIn(viewer, now) {
+    if (viewer.terminal) { return 0; }
+    var wait = viewer.markdown ? Math.max(viewer.throttleMs, viewer.mdInterval) : viewer.throttleMs;
+    if (wait <= 16) { return 0; }
+    return Math.max(0, wait - (now - viewer.lastFlush));
+  }
+
+  // The next animation frame, or (delay ms) a timer and then the next frame: parts for a viewer
+  // that is waiting out its throttle ask for no frame before it is due.
+  function scheduleFlush(delay) {
+    if (delay === Infinity) { return; }
+    if (delay > 0) {
+      if (flushScheduled) { return; } // a frame comes sooner; flush arms what is still waiting
+      var at = Date.now() + delay;
+      if (flushTimer !== null) {
+        if (flushTimerAt <= at) { return; }
+        clearTimeout(flushTimer);
+      }
+      flushTimerAt = at;
+      flushTimer = setTimeout(function () { flushTimer = null; scheduleFlush(0); }, delay);
+      return;
+    }
     if (flushScheduled) { return; }
+    if (flushTimer !== null) { clearTimeout(flushTimer); flushTimer = null; }
     flushScheduled = true;
     // Hidden tabs get no animation frames; a timer keeps parts (and acks) moving.
     if (document.hidden) { setTimeout(flush, 50); } else { requestAnimationFrame(flush); }
@@ -325,17 +356,15 @@
   function flush() {
     flushScheduled = false;
     var now = Date.now();
-    var again = false;
+    var again = Infinity;
     viewers.forEach(function (viewer) {
       if (viewer.pending.length === 0 && !viewer.terminal) { return; }
-      if (viewer.throttleMs > 16 && now - viewer.lastFlush < viewer.throttleMs && !viewer.terminal) {
-        again = true;
-        return;
-      }
+      var due = dueIn(viewer, now);
+      if (due > 0) { again = Math.min(again, due); return; }
       viewer.lastFlush = now;
       applyPending(viewer);
     });
-    if (again) { scheduleFlush(); }
+    scheduleFlush(again);
   }
 
   function chunkText(chunk) {
@@ -409,22 +438,73 @@
   // per stream; every part carries "md": {n, append, tail, seq}: the HTML of the top-level
   // blocks numbered n, n+1, … that became final, and the open tail's HTML, version seq. Only
   // this server-sanitised HTML is inserted; the streamed text itself never is.
+  //
+  // Cost per update stays flat however long the answer grows: frozen blocks go into groups of
+  // about MD_GROUP_CHARS characters of HTML, each its own data-trigger-md-blocks container,
+  // which the stylesheet gives content-visibility: auto, so that a group off screen costs no
+  // style, layout or paint; a group is never touched again once the next one starts. An update
+  // appends to the last group and replaces the tail's HTML, once per batch (the newest tail),
+  // and reads nothing back from the layout. The containers are kept on the viewer, not looked
+  // up in the (large) output on every update.
+  var MD_GROUP_CHARS = 8000;
+  // An update's cost (its DOM writes and the style, layout and paint of the frame they are in,
+  // measured up to the first task after that frame) sets how often the next ones may come: at
+  // most MD_BUDGET of the main thread, so the page stays responsive while a long answer
+  // streams; a cheap update still happens every frame, a costly page updates less often, and
+  // never less than every MD_MAX_INTERVAL ms. The last part is applied at once.
+  var MD_BUDGET = 0.05;
+  var MD_MAX_INTERVAL = 200;
+  var afterFrame = null;
+  if (typeof MessageChannel === "function") {
+    afterFrame = new MessageChannel();
+    afterFrame.port1.onmessage = function () {
+      var waiting = afterFrame.waiting;
+      afterFrame.waiting = [];
+      var now = performance.now();
+      for (var k = 0; k < waiting.length; k++) { measuredMarkdown(waiting[k].viewer, now - waiting[k].began); }
+    };
+    afterFrame.waiting = [];
+  }
+
+  function measureMarkdown(viewer, began) {
+    if (!afterFrame || viewer.mdMeasuring) { return; }
+    viewer.mdMeasuring = true;
+    afterFrame.waiting.push({ viewer: viewer, began: began });
+    if (afterFrame.waiting.length === 1) { afterFrame.port2.postMessage(null); }
+  }
+
+  function measuredMarkdown(viewer, cost) {
+    viewer.mdMeasuring = false;
+    viewer.mdCost = viewer.mdCost ? 0.7 * viewer.mdCost + 0.3 * cost : cost;
+    viewer.mdInterval = Math.min(MD_MAX_INTERVAL, viewer.mdCost / MD_BUDGET);
+  }
+
+  function markdownGroup(output, tail) {
+    var group = document.createElement("div");
+    group.className = "trigger-md__blocks";
+    group.setAttribute("data-trigger-md-blocks", "");
+    output.insertBefore(group, tail);
+    return group;
+  }
+
   function markdownContainers(viewer) {
+    var where = viewer.mdWhere;
+    if (where && where.tail.parentNode === where.output && where.output.isConnected) { return where; }
     var output = child(viewer.el, "data-trigger-output") || viewer.el;
-    var blocks = child(output, "data-trigger-md-blocks");
-    var tail = child(output, "data-trigger-md-tail");
-    if (!blocks || !tail) {
+    var tail = output.lastElementChild;
+    var group = tail && tail.previousElementSibling;
+    if (!tail || !tail.hasAttribute("data-trigger-md-tail") || !group || !group.hasAttribute("data-trigger-md-blocks")) {
       output.textContent = "";
-      blocks = document.createElement("div");
-      blocks.className = "trigger-md__blocks";
-      blocks.setAttribute("data-trigger-md-blocks", "");
       tail = document.createElement("div");
       tail.className = "trigger-md__tail";
       tail.setAttribute("data-trigger-md-tail", "");
-      output.appendChild(blocks);
       output.appendChild(tail);
+      group = markdownGroup(output, tail);
     }
-    return { blocks: blocks, tail: tail };
+    // Blocks from the page's first HTML fill their group: new ones start the next.
+    where = { output: output, tail: tail, group: group, groupChars: group.firstChild ? MD_GROUP_CHARS : 0 };
+    viewer.mdWhere = where;
+    return where;
   }
 
   function insertHTML(parent, html) {
@@ -433,11 +513,48 @@
     parent.appendChild(holder.content);
   }
 
+  function appendBlocks(where, blocks) {
+    var k = 0;
+    while (k < blocks.length) {
+      if (where.groupChars >= MD_GROUP_CHARS) {
+        where.group = markdownGroup(where.output, where.tail);
+        where.groupChars = 0;
+      }
+      var html = "";
+      while (k < blocks.length && where.groupChars < MD_GROUP_CHARS) {
+        html += blocks[k];
+        where.groupChars += blocks[k].length;
+        k++;
+      }
+      insertHTML(where.group, html);
+    }
+  }
+
+  // max_parts= keeps the last N blocks (paragraphs, lists, tables, code blocks…) and the tail.
+  function trimMarkdown(where, maxParts) {
+    var groups = [];
+    var total = 0;
+    for (var el = where.output.firstElementChild; el && el !== where.tail; el = el.nextElementSibling) {
+      groups.push(el);
+      total += el.childElementCount;
+    }
+    for (var g = 0; g < groups.length && total > maxParts; g++) {
+      var group = groups[g];
+      while (total > maxParts && group.firstElementChild) { group.removeChild(group.firstElementChild); total--; }
+      // and the line breaks the removed blocks ended with
+      while (group.firstChild && group.firstChild.nodeType !== 1) { group.removeChild(group.firstChild); }
+      if (!group.firstChild && group !== where.group) { where.output.removeChild(group); }
+    }
+  }
+
   function drawMarkdown(viewer, applied, markdown) {
+    var began = performance.now();
     var where = markdownContainers(viewer);
     for (var k = 0; k < applied.length; k++) {
       emit(viewer, "trigger:data", { chunk: applied[k].chunk, part: applied[k], runId: viewer.runId, key: viewer.key });
     }
+    var blocks = [];
+    var tail = null;
     for (var m = 0; m < markdown.length; m++) {
       var md = markdown[m];
       if (md.n > viewer.mdBlocks) {
@@ -447,27 +564,22 @@
       }
       // Blocks this page holds already (re-delivered, or carried again) are skipped.
       for (var b = viewer.mdBlocks - md.n; b < md.append.length; b++) {
-        insertHTML(where.blocks, md.append[b]);
+        blocks.push(md.append[b]);
         viewer.mdBlocks += 1;
       }
       // A tail older than the one shown (a replay while catching up) is not taken.
-      if (md.seq >= viewer.mdSeq) {
-        viewer.mdSeq = md.seq;
-        if (md.tail !== viewer.mdTail) { where.tail.innerHTML = md.tail; viewer.mdTail = md.tail; }
-      }
+      if (md.seq >= viewer.mdSeq) { viewer.mdSeq = md.seq; tail = md.tail; }
     }
-    if (viewer.maxParts) {
-      // max_parts= keeps the last N blocks (paragraphs, lists, tables, code blocks…) and the tail.
-      var elements = where.blocks.children;
-      if (elements.length > viewer.maxParts) {
-        while (elements.length > viewer.maxParts) { where.blocks.removeChild(elements[0]); }
-        // and the line breaks the removed blocks ended with
-        while (where.blocks.firstChild && where.blocks.firstChild.nodeType !== 1) { where.blocks.removeChild(where.blocks.firstChild); }
-      }
-    }
+    if (blocks.length) { appendBlocks(where, blocks); }
+    if (tail !== null && tail !== viewer.mdTail) { where.tail.innerHTML = tail; viewer.mdTail = tail; }
+    if (viewer.maxParts && blocks.length) { trimMarkdown(where, viewer.maxParts); }
+    if (blocks.length || tail !== null) { measureMarkdown(viewer, began); }
     viewer.partCount += applied.length;
-    var status = child(viewer.el, "data-trigger-status");
-    if (status && viewer.partCount > 0) { status.hidden = true; }
+    if (!viewer.mdShown && viewer.partCount > 0) {
+      viewer.mdShown = true;
+      var status = child(viewer.el, "data-trigger-status");
+      if (status) { status.hidden = true; }
+    }
     emit(viewer, "trigger:parts", { parts: applied, runId: viewer.runId, key: viewer.key });
     return true;
   }
@@ -487,10 +599,12 @@
     viewer.mdBlocks = 0;
     viewer.mdSeq = 0;
     viewer.mdTail = null;
+    viewer.mdWhere = null;
+    viewer.mdShown = false;
     viewer.partCount = 0;
-    var where = markdownContainers(viewer);
-    where.blocks.textContent = "";
-    where.tail.textContent = "";
+    var output = child(viewer.el, "data-trigger-output") || viewer.el;
+    output.textContent = "";
+    markdownContainers(viewer);
     if (socket && socket.readyState === WebSocket.OPEN) { subscribe(viewer); }
   }
 
