@@ -784,8 +784,19 @@ async def scenario_4(stack: Stack, report: Report, quick: bool, clients: int) ->
                 "deliveries/s",
                 viewers * 20.0,
                 "offered",
-                "≥ 20,000/s per process",
-                summary["deliveries_per_s"] >= 20_000 if viewers == 1000 else None,
+            )
+        )
+        # The load offered at 1,000 viewers is exactly 20,000/s, so what one process can do is
+        # read from its CPU: deliveries per CPU-second of daphne (one process uses one core).
+        capacity = 1000 / summary["cpu_ms_per_part"] if summary["cpu_ms_per_part"] else 0.0
+        report.add(
+            Row(
+                name,
+                "deliveries per daphne CPU-second",
+                capacity,
+                "deliveries/s",
+                target="≥ 20,000/s per process",
+                met=capacity >= 20_000 if viewers == 1000 else None,
             )
         )
         report.add(
