@@ -18,7 +18,11 @@ no connection to the emulator (its pool keeps none idle here, ``HTTP_MAX_KEEPALI
 first cycle (see ``RSS_TOLERANCE`` and ``RSS_LATE_GROWTH``) and a fresh viewer still streams.
 
 Bounded by ``SOAK_SECONDS`` (default 30 s of cycles, at least 3 cycles); ``make soak`` runs it
-with ``SOAK_SECONDS=600``. ``SOAK_VIEWERS`` changes the number of viewers.
+with ``SOAK_SECONDS=600``. ``SOAK_VIEWERS`` changes the number of viewers; ``SOAK_SEED`` fixes
+the random choices; ``SOAK_EXTRA`` (JSON) is merged into daphne's ``TRIGGER_DJANGO`` (e.g.
+``{"FOLLOW_RUNS": false}``, to tell which feature a failure comes with). When a connection is
+left over, the failure names the request it last carried and daphne's tasks and busy upstream
+connections (printed by daphne on SIGUSR1, ``BENCH_DUMP_TASKS`` in bench/settings.py).
 """
 
 from __future__ import annotations
