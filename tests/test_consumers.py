@@ -296,7 +296,8 @@ async def test_a_user_past_the_live_stream_limit_gets_an_in_band_429(
     refused = await second.receive_json_from(timeout=5)
     assert (refused["type"], refused["sub"], refused["status"]) == ("error", "c", 429)
     assert "at most 2" in refused["message"]
-    assert upstream_requests_for(upstream, run_id) == []
+    # No read of the stream (the run's own subscription, which the live ones follow, polls on).
+    assert stream_reads_for(upstream, run_id) == []
     # Ending one frees a place.
     await first.send_json_to({"type": "unsubscribe", "sub": "a"})
     await wait_until(lambda: limits.live_by_user[str(user.pk)] == 1)
