@@ -3,6 +3,7 @@ real processes (environment.md §7)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -17,6 +18,8 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.test import Client, override_settings
+
+from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -253,3 +256,48 @@ async def axe_violations(page: Any) -> list[dict[str, Any]]:
         }"""
     )
     return violations
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server on a free port, stopped after the test."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def worker_env(emulator: Any, redis_url: str, settings_module: str) -> dict[str, str]:
+    """The environment of a daphne worker of the example project on the test database, the
+    emulator and a Redis channel layer."""
+    from django.db import connection
+
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": settings_module,
+        "DJANGO_DB_NAME": str(connection.settings_dict["NAME"]),
+        "TRIGGER_API_URL": emulator.url,
+        "TRIGGER_SECRET_KEY": emulator.secret_key,
+        "PYTHONUNBUFFERED": "1",
+        "REDIS_URL": redis_url,
+    }
+
+
+@contextlib.contextmanager
+def daphne_workers(
+    env: dict[str, str], tmp_path: Path, count: int = 2
+) -> Iterator[list[DaphneServer]]:
+    """``count`` daphne processes with ``env``, each logging to its own directory."""
+    workers: list[DaphneServer] = []
+    try:
+        for n in range(1, count + 1):
+            log_dir = tmp_path / f"worker-{n}"
+            log_dir.mkdir()
+            workers.append(DaphneServer(dict(env), log_dir))
+            workers[-1].start()
+        yield workers
+    finally:
+        for worker in workers:
+            worker.stop()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from tests.e2e.conftest import DaphneServer
+from tests.e2e.conftest import DaphneServer, daphne_workers, worker_env
 from tests.live.helpers import stream_reads_for
 from tests.redis_server import RedisServer
 from trigger_django.tickets import make_ticket
@@ -39,45 +38,16 @@ TIMEOUT = 10  # the viewers' idle timeout: longer than a takeover (LEASE_SECONDS
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def fanout_workers(
     transactional_db: Any, emulator: Any, redis_server: RedisServer, tmp_path: Path
 ) -> Iterator[list[DaphneServer]]:
     """Two daphne processes of the example project, Redis channel layer and FANOUT on."""
-    from django.db import connection
-
-    env = {
-        **os.environ,
-        # 50 viewers of one run over USERS users: not the example's owner-only permission hook.
-        "DJANGO_SETTINGS_MODULE": "tests.e2e.shared_runs_settings",
-        "DJANGO_DB_NAME": str(connection.settings_dict["NAME"]),
-        "TRIGGER_API_URL": emulator.url,
-        "TRIGGER_SECRET_KEY": emulator.secret_key,
-        "PYTHONUNBUFFERED": "1",
-        "REDIS_URL": redis_server.url,
-        "TRIGGER_FANOUT": "1",
-        "TRIGGER_FANOUT_LEASE_SECONDS": str(LEASE_SECONDS),
-    }
-    workers = []
-    try:
-        for n in (1, 2):
-            log_dir = tmp_path / f"worker-{n}"
-            log_dir.mkdir()
-            workers.append(DaphneServer(dict(env), log_dir))
-            workers[-1].start()
+    # 50 viewers of one run over USERS users: not the example's owner-only permission hook.
+    env = worker_env(emulator, redis_server.url, "tests.e2e.shared_runs_settings")
+    env["TRIGGER_FANOUT"] = "1"
+    env["TRIGGER_FANOUT_LEASE_SECONDS"] = str(LEASE_SECONDS)
+    with daphne_workers(env, tmp_path) as workers:
         yield workers
-    finally:
-        for worker in workers:
-            worker.stop()
 
 
 @pytest.fixture

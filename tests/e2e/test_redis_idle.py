@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.e2e.conftest import DaphneServer
+from tests.e2e.conftest import DaphneServer, daphne_workers, worker_env
 from tests.redis_server import RedisServer
 from trigger_django.emulator.tasks import demo_answer_tokens
 from trigger_django.tickets import make_ticket
@@ -26,42 +25,13 @@ IDLE_SECONDS = 15  # three times redis-py 8's default socket_timeout
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def two_workers(
     transactional_db: Any, emulator: Any, redis_server: RedisServer, tmp_path: Path
 ) -> Iterator[list[DaphneServer]]:
     """Two daphne processes of the example project on one Redis channel layer."""
-    from django.db import connection
-
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "example_project.settings",
-        "DJANGO_DB_NAME": str(connection.settings_dict["NAME"]),
-        "TRIGGER_API_URL": emulator.url,
-        "TRIGGER_SECRET_KEY": emulator.secret_key,
-        "PYTHONUNBUFFERED": "1",
-        "REDIS_URL": redis_server.url,
-    }
-    workers = []
-    try:
-        for n in (1, 2):
-            log_dir = tmp_path / f"worker-{n}"
-            log_dir.mkdir()
-            workers.append(DaphneServer(dict(env), log_dir))
-            workers[-1].start()
+    env = worker_env(emulator, redis_server.url, "example_project.settings")
+    with daphne_workers(env, tmp_path) as workers:
         yield workers
-    finally:
-        for worker in workers:
-            worker.stop()
 
 
 async def open_socket(server: DaphneServer, cookie: dict[str, str]) -> ClientConnection:
