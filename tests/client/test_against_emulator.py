@@ -276,6 +276,38 @@ async def test_cancelled_reads_at_random_points_return_their_connections(upstrea
         assert await client.send_input(idle_run, "approval", {"ok": True}) == {"ok": True}
 
 
+@pytest.mark.parametrize("gap", [0, 1, 2, 3, 5, 8])
+async def test_a_reader_cancelled_twice_in_a_row_returns_its_connection(upstream, gap):
+    # A deadline cancels the reading task, and its owner cancels it again `gap` loop steps
+    # later (a feed's drain deadline, then the feed closing). httpcore's clean-up of the first
+    # cancellation suspends; the second one, landing there, used to leave the connection ACTIVE
+    # in the pool for good (the soak's leak). Both reading and ending in the middle of a part.
+    run_id, _ = upstream.trigger("echo-parts", {"parts": list(range(1000)), "delay_ms": 5})
+    async with TriggerClient(
+        upstream.url,
+        secret_key=TEST_TRIGGER_SECRET_KEY,
+        retry_sleep=RecordingSleep(),
+        max_keepalive_connections=0,
+    ) as client:
+        for _attempt in range(10):
+            got_one = asyncio.Event()
+
+            async def read(got_one: asyncio.Event = got_one) -> None:
+                async for _ in client.read_stream(run_id, timeout_seconds=60):
+                    got_one.set()
+
+            task = asyncio.create_task(read())
+            await asyncio.wait_for(got_one.wait(), 10)
+            task.cancel()
+            for _ in range(gap):
+                await asyncio.sleep(0)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # Every connection is closed (none kept idle): any one left is stranded.
+        assert await _settled_pool(client) == []
+
+
 async def test_cancelled_send_input_returns_its_connection(upstream, client):
     run_id, _ = upstream.trigger("echo-parts", {"parts": ["x"], "delay_ms": 600_000})
     rng = random.Random(7)

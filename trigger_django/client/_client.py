@@ -26,13 +26,13 @@ from collections.abc import (
     Iterator,
     Mapping,
 )
-from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Final, Generic, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
 
+from ._body import ResponseBody
 from ._errors import (
     APIStatusError,
     AuthenticationError,
@@ -613,9 +613,9 @@ class TriggerClient:
         except Exception as exc:  # nobody is waiting for this response
             logger.debug("Closing an abandoned response failed: %r", exc)
 
-    async def _close_response(self, response: httpx.Response) -> None:
-        """``response.aclose()``, carried to its end even if the caller is cancelled again."""
-        await asyncio.shield(self._track(asyncio.ensure_future(response.aclose())))
+    async def _close_body(self, body: ResponseBody) -> None:
+        """``body.aclose()``, carried to its end even if the caller is cancelled again."""
+        await asyncio.shield(self._track(asyncio.ensure_future(body.aclose())))
 
     def _track(self, future: asyncio.Future[None]) -> asyncio.Future[None]:
         self._abandoned.add(future)
@@ -726,30 +726,30 @@ class TriggerClient:
             request = self._stream_request(url, state, timeout_seconds)
             try:
                 response = await self._send(request, stream=True, limit=self._header_timeout)
+                body = ResponseBody(response)
                 try:
                     if not response.is_success:
                         await self._raise_stream_status(
-                            response, context, refresh_token, auth_refreshed
+                            body, context, refresh_token, auth_refreshed
                         )
                     state.stream_version = response.headers.get("x-stream-version", "v1")
                     v2 = state.stream_version != "v1"
                     decoder = SSEDecoder()
-                    async with aclosing(_body_chunks(response, stall_timeout)) as chunks:
-                        async for chunk in chunks:
-                            for event in decoder.feed(chunk):
-                                if v2:
-                                    for part in _v2_parts(event, state):
-                                        state.failures = 0
-                                        auth_refreshed = False
-                                        yield part
-                                else:
+                    while (chunk := await _next_chunk(body, stall_timeout)) is not None:
+                        for event in decoder.feed(chunk):
+                            if v2:
+                                for part in _v2_parts(event, state):
                                     state.failures = 0
                                     auth_refreshed = False
-                                    yield _v1_part(event, state)
+                                    yield part
+                            else:
+                                state.failures = 0
+                                auth_refreshed = False
+                                yield _v1_part(event, state)
                     logger.debug("Stream %s ended (the server closed it cleanly)", name)
                     return
                 finally:
-                    await self._close_response(response)
+                    await self._close_body(body)
             except _AuthRefreshNeeded as refresh:
                 auth_refreshed = True
                 assert refresh_token is not None
@@ -778,13 +778,13 @@ class TriggerClient:
 
     async def _raise_stream_status(
         self,
-        response: httpx.Response,
+        body: ResponseBody,
         context: str,
         refresh_token: RefreshToken | None,
         auth_refreshed: bool,
     ) -> None:
-        status = response.status_code
-        message = await _error_message(response)
+        status = body.response.status_code
+        message = await _error_message(body)
         if status in TERMINAL_STREAM_STATUSES:
             error = error_for_status(status, message, context=context)
             logger.warning("%s", error)
@@ -1405,38 +1405,28 @@ def _caught_up(state: _StreamState) -> None:
             state.on_caught_up()
 
 
-async def _body_chunks(
-    response: httpx.Response, stall_timeout: float | None
-) -> AsyncGenerator[bytes, None]:
-    """The response body as it arrives; with ``stall_timeout``, fail when it goes quiet."""
+async def _next_chunk(body: ResponseBody, stall_timeout: float | None) -> bytes | None:
+    """The body's next chunk (``None`` at its end); with ``stall_timeout``, fail when it goes
+    quiet for that long."""
     if stall_timeout is None:
-        async for chunk in response.aiter_bytes():
-            yield chunk
-        return
-    chunks = response.aiter_bytes().__aiter__()
-    while True:
-        try:
-            async with asyncio.timeout(stall_timeout):
-                chunk = await chunks.__anext__()
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            raise _RetryableFailure(f"nothing received for {stall_timeout:g} s (stalled)") from None
-        yield chunk
+        return await body.next_chunk()
+    try:
+        async with asyncio.timeout(stall_timeout):
+            return await body.next_chunk()
+    except TimeoutError:
+        raise _RetryableFailure(f"nothing received for {stall_timeout:g} s (stalled)") from None
 
 
-async def _error_message(response: httpx.Response) -> str:
-    body = bytearray()
+async def _error_message(body: ResponseBody) -> str:
+    data = bytearray()
     try:
         # Bounded in size and time: the status alone decides what happens next.
         async with asyncio.timeout(CONNECT_TIMEOUT):
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) >= _ERROR_BODY_LIMIT:
-                    break
+            while len(data) < _ERROR_BODY_LIMIT and (chunk := await body.next_chunk()) is not None:
+                data += chunk
     except (httpx.RequestError, TimeoutError):
         pass
-    return _message_from_body(bytes(body), response.headers)
+    return _message_from_body(bytes(data), body.response.headers)
 
 
 def _message_from_body(body: bytes, headers: httpx.Headers) -> str:
