@@ -39,24 +39,15 @@ def _dump_tasks(signum: int, frame: object) -> None:
     # Upstream connections that are not idle, and what holds them (a leak's owner).
     from httpcore._async.http11 import AsyncHTTP11Connection
 
-    for conn in [o for o in gc.get_objects() if isinstance(o, AsyncHTTP11Connection)]:
-        if conn.is_idle() or conn.is_closed():
-            continue
+    busy = [
+        o
+        for o in gc.get_objects()
+        if isinstance(o, AsyncHTTP11Connection) and not (o.is_idle() or o.is_closed())
+    ]
+    for conn in busy:
         print(f"--- connection {conn!r}", file=sys.stderr)
-        chain = [conn]
-        for _ in range(8):
-            holders = [
-                r
-                for r in gc.get_referrers(chain[-1])
-                if r is not chain
-                and not isinstance(r, type(sys._getframe()))
-                and not (isinstance(r, list) and len(r) > 1000)
-            ]
-            if not holders:
-                break
-            chain.append(holders[0])
-            described = ", ".join(f"{type(h).__qualname__}" for h in holders[:4])
-            print(f"    held by: {described} :: {holders[0]!r:.160}", file=sys.stderr)
+        for line in _holders(conn, ignore=busy):
+            print(f"    {line}", file=sys.stderr)
     print(f"--- end of tasks ({loop!r})", file=sys.stderr, flush=True)
 
 
@@ -64,3 +55,46 @@ if os.environ.get("BENCH_DUMP_TASKS"):
     import signal
 
     signal.signal(signal.SIGUSR1, _dump_tasks)
+
+
+def _holders(target: object, ignore: object, depth: int = 14) -> list[str]:
+    """Who holds ``target``, level by level: the objects that refer to it, up to the first
+    coroutine or generator outside httpx/httpcore (printed with its line: the owner), a task,
+    or shared infrastructure (the pool, the client), which holds every connection."""
+    import asyncio
+    import gc
+    import sys
+    import types
+
+    mine = sys._getframe()
+    seen = {id(target), id(mine), id(ignore)}
+    shared = ("AsyncConnectionPool", "AsyncHTTPTransport", "AsyncClient", "TriggerClient")
+    lines: list[str] = []
+    level = [target]
+    for step in range(depth):
+        upper = []
+        for obj in level:
+            for ref in gc.get_referrers(obj):
+                if id(ref) in seen or ref is level or ref is upper or ref is lines:
+                    continue
+                if isinstance(ref, (types.FrameType, types.ModuleType, types.FunctionType, type)):
+                    continue
+                if isinstance(ref, (list, dict)) and len(ref) > 1000:
+                    continue
+                seen.add(id(ref))
+                indent = "  " * step
+                code = getattr(ref, "ag_code", None) or getattr(ref, "cr_code", None)
+                if code is not None:
+                    frame = getattr(ref, "ag_frame", None) or getattr(ref, "cr_frame", None)
+                    where = f"{code.co_filename}:{frame.f_lineno if frame else 'done'}"
+                    lines.append(f"{indent}{type(ref).__name__} {code.co_qualname} {where}")
+                    if "/httpx/" in code.co_filename or "/httpcore/" in code.co_filename:
+                        upper.append(ref)
+                    continue
+                lines.append(f"{indent}{type(ref).__qualname__} {ref!r:.120}")
+                if type(ref).__name__ not in shared and not isinstance(ref, asyncio.Task):
+                    upper.append(ref)
+        level = upper
+        if not level or len(lines) > 60:
+            break
+    return lines

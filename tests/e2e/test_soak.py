@@ -193,7 +193,7 @@ async def task_dump(daphne: Daphne) -> str:
     daphne.process.send_signal(signal.SIGUSR1)
     await wait_until(lambda: daphne.log().count("--- end of tasks") > before, 10)
     dump = daphne.log().split("--- end of tasks")[before]
-    return dump[dump.find("--- ") :][-6000:]
+    return dump[dump.find("--- ") :][-12000:]
 
 
 async def run_cycle(
