@@ -1,6 +1,7 @@
 """The processes of the pipeline on loopback: the emulator, daphne, users with sessions, tickets.
 
-Shared by ``bench.pipeline`` and ``tests/e2e/test_soak.py``. Daphne runs the example project with
+Shared by ``bench.pipeline``, ``tests/e2e/test_soak.py`` and the browser tests (their daphne is
+:class:`Daphne` too, in asyncio debug mode). Daphne runs the example project with
 ``bench.settings`` (``$BENCH_TRIGGER_DJANGO`` for ``TRIGGER_DJANGO``, ``$REDIS_URL`` for the Redis
 channel layer) against the caller's database, whose users and sessions the caller creates here.
 """
@@ -26,15 +27,20 @@ EMULATOR_TASKS = ("--tasks-module", "bench.emulator_tasks")
 
 
 class Daphne:
-    """``python -m daphne`` serving example_project.asgi on a free port, in a subprocess."""
+    """``python -m daphne`` serving example_project.asgi on a free port, in a subprocess;
+    restartable on the same port (each start logs to its own file: ``daphne.log``, then
+    ``daphne-2.log``, ...). The one daphne of the bench, the soak and the browser tests."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        # asyncio debug mode (PYTHONDEVMODE) makes daphne several times slower: the figures and
-        # the soak's load would then be about debug mode, not about the consumer.
-        self.env = {k: v for k, v in env.items() if k != "PYTHONDEVMODE"}
+    def __init__(self, env: dict[str, str], log_path: Path, *, devmode: bool = False) -> None:
+        # asyncio debug mode (PYTHONDEVMODE) makes daphne several times slower: the bench's
+        # figures and the soak's load would then be about debug mode, not about the consumer.
+        # The browser tests keep it (``devmode=True``): there it catches unawaited coroutines.
+        self.env = dict(env) if devmode else {k: v for k, v in env.items() if k != "PYTHONDEVMODE"}
         self.env.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
         self.env["PYTHONUNBUFFERED"] = "1"
+        self.first_log = log_path
         self.log_path = log_path
+        self.starts = 0
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -56,12 +62,17 @@ class Daphne:
         return self.process is not None and self.process.poll() is None
 
     def log(self) -> str:
+        """The log of the current (or last) start."""
         try:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
 
     def start(self, timeout: float = 30.0) -> Daphne:
+        self.starts += 1
+        first = self.first_log
+        if self.starts > 1:
+            self.log_path = first.with_name(f"{first.stem}-{self.starts}{first.suffix}")
         with open(self.log_path, "wb") as output:
             self.process = subprocess.Popen(
                 [
@@ -88,6 +99,13 @@ class Daphne:
             time.sleep(0.05)
         self.port = int(match.group(1))
         return self
+
+    def kill(self) -> None:
+        """Stop it the hard way, as a crash or a deploy would: no close handshakes."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
 
     def stop(self) -> None:
         process, self.process = self.process, None

@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import select
+import signal
 import socket
 import sys
 import time
@@ -50,6 +51,9 @@ def test_demo_serves_the_example_project_and_stops_on_ctrl_c(tmp_path):
     # A terminal, so that Ctrl-C is a real SIGINT to the foreground process group.
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child
+        # As in a terminal: a shell's background job starts with SIGINT ignored, and exec
+        # would hand that down (Python then installs no KeyboardInterrupt handler).
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.chdir(ROOT)
         os.execve(sys.executable, [sys.executable, "-m", "example_project.demo"], env)
     output = bytearray()
@@ -77,9 +81,10 @@ def test_demo_serves_the_example_project_and_stops_on_ctrl_c(tmp_path):
         deadline = time.monotonic() + 20
         while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0:
             assert time.monotonic() < deadline, "the demo did not stop on Ctrl-C"
-            select.select([fd], [], [], 0.2)
-            with contextlib.suppress(OSError):
-                output += os.read(fd, 65536)
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:  # a read without data would block past the deadline
+                with contextlib.suppress(OSError):
+                    output += os.read(fd, 65536)
         assert os.waitstatus_to_exitcode(waited[1]) == 0, output.decode()
         assert not port_is_open(port), "daphne still listens after Ctrl-C"
         assert not port_is_open(emulator_port), "the emulator still listens after Ctrl-C"

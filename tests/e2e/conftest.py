@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +14,7 @@ import pytest
 from django.conf import settings
 from django.test import Client, override_settings
 
+from bench.stack import Daphne
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,69 +31,14 @@ CHROMIUM_ARGS = [
     "--no-default-browser-check",
     "--disable-quic",
 ]
-LISTENING = re.compile(r"Listening on TCP address 127\.0\.0\.1:(\d+)")
 E2E_USER = "e2e-user"
 E2E_PASSWORD = "e2e-password-123"
 
 
-class DaphneServer:
-    """The example project under daphne, in a subprocess, restartable on the same port."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.starts += 1
-        log = self.log_dir / f"daphne-{self.starts}.log"
-        with open(log, "wb") as output:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "example_project.asgi:application",
-                ],
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=ROOT,
-            )
-        deadline = time.monotonic() + 20
-        while not (match := LISTENING.search(log.read_text(errors="replace"))):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"daphne did not start:\n{log.read_text(errors='replace')}")
-            time.sleep(0.05)
-        self.port = int(match.group(1))
-
-    def kill(self) -> None:
-        """Stop it the hard way, as a crash or a deploy would: no close handshakes."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-        self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+def e2e_daphne(env: dict[str, str], log_dir: Path) -> Daphne:
+    """The example project under daphne (``bench.stack.Daphne``), in asyncio debug mode when
+    the tests run in it, logging to ``log_dir``."""
+    return Daphne(env, log_dir / "daphne.log", devmode=True)
 
 
 def own_run(run_id: str, user: Any) -> None:
@@ -140,7 +81,7 @@ def emulator(emulator: Any, request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture
-def daphne_server(transactional_db: Any, emulator: Any, tmp_path: Path) -> Iterator[DaphneServer]:
+def daphne_server(transactional_db: Any, emulator: Any, tmp_path: Path) -> Iterator[Daphne]:
     from django.db import connection
 
     env = {
@@ -151,7 +92,7 @@ def daphne_server(transactional_db: Any, emulator: Any, tmp_path: Path) -> Itera
         "TRIGGER_SECRET_KEY": emulator.secret_key,
         "PYTHONUNBUFFERED": "1",
     }
-    server = DaphneServer(env, tmp_path)
+    server = e2e_daphne(env, tmp_path)
     server.start()
     try:
         yield server
@@ -219,7 +160,7 @@ document.addEventListener("securitypolicyviolation", (e) => {
 
 
 @pytest.fixture
-async def page(browser: Any, daphne_server: DaphneServer, session_cookie: dict[str, str]) -> Any:
+async def page(browser: Any, daphne_server: Daphne, session_cookie: dict[str, str]) -> Any:
     context = await browser.new_context(viewport={"width": 960, "height": 720})
     await context.add_cookies([{**session_cookie, "url": daphne_server.url}])
     await context.add_init_script(RECORDER)
@@ -286,16 +227,14 @@ def worker_env(emulator: Any, redis_url: str, settings_module: str) -> dict[str,
 
 
 @contextlib.contextmanager
-def daphne_workers(
-    env: dict[str, str], tmp_path: Path, count: int = 2
-) -> Iterator[list[DaphneServer]]:
+def daphne_workers(env: dict[str, str], tmp_path: Path, count: int = 2) -> Iterator[list[Daphne]]:
     """``count`` daphne processes with ``env``, each logging to its own directory."""
-    workers: list[DaphneServer] = []
+    workers: list[Daphne] = []
     try:
         for n in range(1, count + 1):
             log_dir = tmp_path / f"worker-{n}"
             log_dir.mkdir()
-            workers.append(DaphneServer(dict(env), log_dir))
+            workers.append(e2e_daphne(dict(env), log_dir))
             workers[-1].start()
         yield workers
     finally:

@@ -11,7 +11,7 @@ import pytest
 from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import expect
 
-from tests.e2e.conftest import DaphneServer
+from bench.stack import Daphne
 from tests.markdown_corpus import ANSWERS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -32,7 +32,7 @@ def tokens(text: str) -> list[str]:
     return re.findall(r"\S+\s*|\s+", text)
 
 
-async def test_the_login_page_has_no_violations(browser: Any, daphne_server: DaphneServer) -> None:
+async def test_the_login_page_has_no_violations(browser: Any, daphne_server: Daphne) -> None:
     context = await browser.new_context()
     page = await context.new_page()
     try:
@@ -42,14 +42,14 @@ async def test_the_login_page_has_no_violations(browser: Any, daphne_server: Dap
         await context.close()
 
 
-async def test_the_home_page_has_no_violations(page: Any, daphne_server: DaphneServer) -> None:
+async def test_the_home_page_has_no_violations(page: Any, daphne_server: Daphne) -> None:
     await page.goto(f"{daphne_server.url}/")
     assert await violations(page) == []
 
 
 @pytest.mark.parametrize("mode", ["text", "markdown"])
 async def test_run_pages_live_and_finished_have_no_violations(
-    page: Any, daphne_server: DaphneServer, emulator: Any, mode: str
+    page: Any, daphne_server: Daphne, emulator: Any, mode: str
 ) -> None:
     parts = tokens(ANSWERS["overview"])
     live, _ = emulator.trigger("echo-parts", {"parts": parts, "key": "ai-output", "delay_ms": 30})
@@ -64,7 +64,7 @@ async def test_run_pages_live_and_finished_have_no_violations(
 
 
 async def test_the_weather_agents_run_viewer_has_no_violations(
-    page: Any, daphne_server: DaphneServer
+    page: Any, daphne_server: Daphne
 ) -> None:
     await page.goto(f"{daphne_server.url}/")
     await page.get_by_label("Or ask the weather agent about a city").fill("Lisbon")

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
-from tests.e2e.conftest import E2E_USER, DaphneServer, artifact
+from bench.stack import Daphne
+from tests.e2e.conftest import E2E_USER, artifact
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -57,7 +58,7 @@ async def wait_for_task(emulator: Any, run_id: str) -> dict[str, Any]:
 
 
 async def test_with_javascript_the_form_sends_in_place_and_the_task_continues(
-    page: Any, daphne_server: DaphneServer, emulator: Any
+    page: Any, daphne_server: Daphne, emulator: Any
 ) -> None:
     run_id = start_demo_run(emulator)
     await page.add_init_script(FORM_RECORDER)
@@ -96,7 +97,7 @@ async def test_with_javascript_the_form_sends_in_place_and_the_task_continues(
 
 
 async def test_with_javascript_an_error_is_shown_in_words_and_the_form_can_retry(
-    page: Any, daphne_server: DaphneServer, emulator: Any
+    page: Any, daphne_server: Daphne, emulator: Any
 ) -> None:
     run_id = start_demo_run(emulator)
     await page.add_init_script(FORM_RECORDER)
@@ -129,7 +130,7 @@ async def test_with_javascript_an_error_is_shown_in_words_and_the_form_can_retry
 
 
 async def test_without_javascript_the_form_posts_and_redirects_back_with_a_message(
-    browser: Any, daphne_server: DaphneServer, emulator: Any, session_cookie: dict[str, str]
+    browser: Any, daphne_server: Daphne, emulator: Any, session_cookie: dict[str, str]
 ) -> None:
     run_id = start_demo_run(emulator)
     context = await browser.new_context(java_script_enabled=False)
@@ -157,7 +158,7 @@ async def test_without_javascript_the_form_posts_and_redirects_back_with_a_messa
 
 
 async def test_a_form_added_after_load_is_enhanced_too(
-    page: Any, daphne_server: DaphneServer, emulator: Any
+    page: Any, daphne_server: Daphne, emulator: Any
 ) -> None:
     run_id = start_demo_run(emulator)
     await page.goto(f"{daphne_server.url}/runs/{run_id}/")

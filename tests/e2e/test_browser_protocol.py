@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
-from tests.e2e.conftest import DaphneServer, own_run
+from bench.stack import Daphne
+from tests.e2e.conftest import own_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -65,7 +66,7 @@ async def play(page: Any, socket: int, message: dict[str, Any]) -> None:
 
 
 @pytest.fixture
-async def scripted_page(page: Any, daphne_server: DaphneServer, e2e_user: Any) -> Any:
+async def scripted_page(page: Any, daphne_server: Daphne, e2e_user: Any) -> Any:
     own_run("run_scripted", e2e_user)
     await page.add_init_script(FAKE_SOCKET)
     await page.goto(f"{daphne_server.url}/runs/run_scripted/?timeout=5&render=text")

@@ -8,13 +8,14 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
-from tests.e2e.conftest import E2E_PASSWORD, E2E_USER, DaphneServer
+from bench.stack import Daphne
+from tests.e2e.conftest import E2E_PASSWORD, E2E_USER
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 async def test_a_fresh_visit_logs_nothing_missing_and_names_the_demo_account(
-    browser: Any, daphne_server: DaphneServer, e2e_user: Any
+    browser: Any, daphne_server: Daphne, e2e_user: Any
 ) -> None:
     daphne_server.stop()
     daphne_server.env = {**daphne_server.env, "EXAMPLE_DEMO_LOGIN": "demo / demo"}

@@ -21,7 +21,8 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from tests.e2e.conftest import DaphneServer, daphne_workers, worker_env
+from bench.stack import Daphne
+from tests.e2e.conftest import daphne_workers, worker_env
 from tests.live.helpers import stream_reads_for
 from tests.redis_server import RedisServer
 from trigger_django.tickets import make_ticket
@@ -40,7 +41,7 @@ TIMEOUT = 10  # the viewers' idle timeout: longer than a takeover (LEASE_SECONDS
 @pytest.fixture
 def fanout_workers(
     transactional_db: Any, emulator: Any, redis_server: RedisServer, tmp_path: Path
-) -> Iterator[list[DaphneServer]]:
+) -> Iterator[list[Daphne]]:
     """Two daphne processes of the example project, Redis channel layer and FANOUT on."""
     # 50 viewers of one run over USERS users: not the example's owner-only permission hook.
     env = worker_env(emulator, redis_server.url, "tests.e2e.shared_runs_settings")
@@ -68,7 +69,7 @@ class PageViewer:
     applies parts in cursor order, acknowledges the batches the server marks, and after a drop
     reconnects (to the next worker that answers) and resubscribes from its cursor."""
 
-    def __init__(self, workers: list[DaphneServer], login: tuple[Any, str], run_id: str) -> None:
+    def __init__(self, workers: list[Daphne], login: tuple[Any, str], run_id: str) -> None:
         self.workers = workers
         self.user_pk, self.cookie = login
         self.run_id = run_id
@@ -96,7 +97,7 @@ class PageViewer:
                 await asyncio.sleep(min(0.1 * 2 ** (attempt - 1), 2) * (1 - random.random() / 2))
                 index += 1
 
-    async def _open(self, worker: DaphneServer) -> ClientConnection:
+    async def _open(self, worker: Daphne) -> ClientConnection:
         return await connect(
             f"ws://127.0.0.1:{worker.port}/trigger/ws/",
             additional_headers={"Cookie": self.cookie, "Origin": worker.url},
@@ -157,7 +158,7 @@ async def until(predicate: Any, limit: float, what: str) -> None:
 
 
 async def test_fifty_viewers_on_two_workers_one_upstream_read_and_a_killed_leader(
-    fanout_workers: list[DaphneServer],
+    fanout_workers: list[Daphne],
     redis_server: RedisServer,
     logins: list[tuple[Any, str]],
     emulator: Any,

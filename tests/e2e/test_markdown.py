@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
-from tests.e2e.conftest import DaphneServer
+from bench.stack import Daphne
 from tests.markdown_corpus import ANSWERS
 from trigger_django.client import StreamPart
 from trigger_django.markdown import render_markdown
@@ -142,7 +142,7 @@ ADD_VIEWERS = (
 
 async def open_viewers(
     page: Any,
-    server: DaphneServer,
+    server: Daphne,
     user: Any,
     emulator: Any,
     viewers: list[tuple[str, list[Any], str]],
@@ -170,7 +170,7 @@ async def output_html(page: Any, viewer_id: str) -> str:
 
 
 async def test_markdown_renders_the_allowed_elements_across_split_parts(
-    page: Any, daphne_server: DaphneServer, emulator: Any, e2e_user: Any
+    page: Any, daphne_server: Daphne, emulator: Any, e2e_user: Any
 ) -> None:
     await open_viewers(
         page,
@@ -198,7 +198,7 @@ async def test_markdown_renders_the_allowed_elements_across_split_parts(
 
 
 async def test_hostile_markdown_creates_no_element_attribute_or_link_outside_the_allow_list(
-    page: Any, daphne_server: DaphneServer, emulator: Any, e2e_user: Any
+    page: Any, daphne_server: Daphne, emulator: Any, e2e_user: Any
 ) -> None:
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: dialogs.append(dialog.message))
@@ -225,7 +225,7 @@ async def test_hostile_markdown_creates_no_element_attribute_or_link_outside_the
 
 
 async def test_a_long_answer_fills_several_groups_with_the_exact_html_and_max_parts_spans_them(
-    page: Any, daphne_server: DaphneServer, emulator: Any, e2e_user: Any
+    page: Any, daphne_server: Daphne, emulator: Any, e2e_user: Any
 ) -> None:
     """Frozen blocks go into groups (each a data-trigger-md-blocks container, ~8,000 characters
     of HTML, content-visibility: auto): the output's children still add up to the document."""

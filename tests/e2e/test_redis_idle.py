@@ -14,7 +14,8 @@ import pytest
 from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.e2e.conftest import DaphneServer, daphne_workers, worker_env
+from bench.stack import Daphne
+from tests.e2e.conftest import daphne_workers, worker_env
 from tests.redis_server import RedisServer
 from trigger_django.emulator.tasks import demo_answer_tokens
 from trigger_django.tickets import make_ticket
@@ -27,14 +28,14 @@ IDLE_SECONDS = 15  # three times redis-py 8's default socket_timeout
 @pytest.fixture
 def two_workers(
     transactional_db: Any, emulator: Any, redis_server: RedisServer, tmp_path: Path
-) -> Iterator[list[DaphneServer]]:
+) -> Iterator[list[Daphne]]:
     """Two daphne processes of the example project on one Redis channel layer."""
     env = worker_env(emulator, redis_server.url, "example_project.settings")
     with daphne_workers(env, tmp_path) as workers:
         yield workers
 
 
-async def open_socket(server: DaphneServer, cookie: dict[str, str]) -> ClientConnection:
+async def open_socket(server: Daphne, cookie: dict[str, str]) -> ClientConnection:
     return await connect(
         f"ws://127.0.0.1:{server.port}/trigger/ws/",
         additional_headers={
@@ -97,7 +98,7 @@ async def stream_to_the_end(ws: ClientConnection, user_pk: Any, run_id: str) -> 
 
 
 async def test_idle_sockets_outlive_the_redis_read_timeout_on_two_workers(
-    two_workers: list[DaphneServer],
+    two_workers: list[Daphne],
     redis_server: RedisServer,
     session_cookie: dict[str, str],
     e2e_user: Any,

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
-from tests.e2e.conftest import RECORDER, DaphneServer
+from bench.stack import Daphne
+from tests.e2e.conftest import RECORDER
 from trigger_django.emulator.tasks import demo_answer_tokens
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis, pytest.mark.django_db(transaction=True)]
@@ -78,7 +79,7 @@ async def redis_info(url: str) -> str:
 
 async def test_the_viewer_streams_on_a_redis_channel_layer(
     browser: Any,
-    daphne_server: DaphneServer,
+    daphne_server: Daphne,
     session_cookie: dict[str, str],
     emulator: Any,
     redis_url: str,

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
-from tests.e2e.conftest import DaphneServer, artifact
+from bench.stack import Daphne
+from tests.e2e.conftest import artifact
 from trigger_django.emulator.tasks import demo_weather_temperature
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -52,7 +53,7 @@ def control(emulator: Any, run_id: str, action: str, body: dict[str, Any]) -> No
 
 
 async def test_the_weather_agent_shows_its_tool_parts_between_text_blocks(
-    page: Any, daphne_server: DaphneServer, emulator: Any, e2e_user: Any
+    page: Any, daphne_server: Daphne, emulator: Any, e2e_user: Any
 ) -> None:
     await page.goto(f"{daphne_server.url}/")
     await page.get_by_label("Or ask the weather agent about a city").fill("Lisbon")
@@ -80,7 +81,7 @@ async def test_the_weather_agent_shows_its_tool_parts_between_text_blocks(
 
 
 async def test_streams_discovered_mid_run_fill_in_one_page(
-    page: Any, daphne_server: DaphneServer, emulator: Any, e2e_user: Any
+    page: Any, daphne_server: Daphne, emulator: Any, e2e_user: Any
 ) -> None:
     run_id, _ = emulator.trigger("external-writer", {})
     own_agent_run(run_id, e2e_user)
@@ -103,7 +104,7 @@ async def test_streams_discovered_mid_run_fill_in_one_page(
 
 
 async def test_hostile_tool_arguments_are_rendered_as_text(
-    page: Any, daphne_server: DaphneServer, emulator: Any, e2e_user: Any
+    page: Any, daphne_server: Daphne, emulator: Any, e2e_user: Any
 ) -> None:
     hostile = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
     call = {"type": "tool-call", "toolName": "getWeather", "args": {"location": hostile}}
@@ -123,7 +124,7 @@ async def test_hostile_tool_arguments_are_rendered_as_text(
 
 
 async def test_the_demo_badge_goes_executing_waiting_completed_with_a_progress_bar(
-    page: Any, daphne_server: DaphneServer, emulator: Any
+    page: Any, daphne_server: Daphne, emulator: Any
 ) -> None:
     run_id, _ = emulator.trigger("demo-ai-writer", {"prompt": "Badges?", "tokens_per_second": 40})
     await page.add_init_script(
@@ -161,7 +162,7 @@ async def test_the_demo_badge_goes_executing_waiting_completed_with_a_progress_b
 
 
 async def test_a_form_of_a_finished_run_is_closed_with_the_reason(
-    page: Any, daphne_server: DaphneServer, emulator: Any
+    page: Any, daphne_server: Daphne, emulator: Any
 ) -> None:
     run_id, _ = emulator.trigger("external-writer", {})
     await page.goto(f"{daphne_server.url}/runs/{run_id}/")
@@ -176,7 +177,7 @@ async def test_a_form_of_a_finished_run_is_closed_with_the_reason(
 
 
 async def test_a_run_waiting_longer_than_the_timeout_still_shows_the_part_after_approval(
-    page: Any, daphne_server: DaphneServer, emulator: Any
+    page: Any, daphne_server: Daphne, emulator: Any
 ) -> None:
     run_id, _ = emulator.trigger("demo-ai-writer", {"prompt": "Wait?", "tokens_per_second": 400})
     await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=1")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
-from tests.e2e.conftest import DaphneServer
+from bench.stack import Daphne
 from tests.e2e.test_run_viewer import append, control, own_agent_run
 from trigger_django.emulator.tasks import demo_weather_temperature
 
@@ -30,7 +30,7 @@ def text_runs(key: str) -> str:
 
 
 async def test_each_streams_text_so_far_is_in_the_first_html_and_the_socket_goes_on_after_it(
-    page: Any, daphne_server: DaphneServer, emulator: Any, e2e_user: Any
+    page: Any, daphne_server: Daphne, emulator: Any, e2e_user: Any
 ) -> None:
     run_id, _ = emulator.trigger("external-writer", {})
     own_agent_run(run_id, e2e_user)
@@ -75,7 +75,7 @@ async def test_each_streams_text_so_far_is_in_the_first_html_and_the_socket_goes
 
 
 async def test_a_finished_runs_viewer_renders_complete_and_opens_no_websocket(
-    page: Any, daphne_server: DaphneServer, emulator: Any, e2e_user: Any
+    page: Any, daphne_server: Daphne, emulator: Any, e2e_user: Any
 ) -> None:
     run_id, _ = emulator.trigger("demo-weather-agent", {"city": "Oslo", "tokens_per_second": 1000})
     own_agent_run(run_id, e2e_user)
@@ -107,7 +107,7 @@ async def test_a_finished_runs_viewer_renders_complete_and_opens_no_websocket(
 
 async def test_without_javascript_the_run_viewers_text_is_readable(
     browser: Any,
-    daphne_server: DaphneServer,
+    daphne_server: Daphne,
     emulator: Any,
     e2e_user: Any,
     session_cookie: dict[str, str],
@@ -151,7 +151,7 @@ SECTION_HTML = """(el) => {
 
 
 async def test_a_server_rendered_section_is_the_markup_the_script_builds(
-    page: Any, daphne_server: DaphneServer, emulator: Any, e2e_user: Any
+    page: Any, daphne_server: Daphne, emulator: Any, e2e_user: Any
 ) -> None:
     run_id, _ = emulator.trigger("external-writer", {})
     own_agent_run(run_id, e2e_user)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
-from tests.e2e.conftest import DaphneServer
+from bench.stack import Daphne
 from tests.markdown_corpus import ANSWERS
 from trigger_django.markdown import render_markdown
 
@@ -56,7 +56,7 @@ def finished_run(emulator: Any, parts: list[str]) -> str:
 
 @pytest.mark.parametrize("mode", ["text", "markdown"])
 async def test_the_first_html_holds_the_text_so_far_and_the_socket_resumes_after_it(
-    page: Any, daphne_server: DaphneServer, emulator: Any, mode: str
+    page: Any, daphne_server: Daphne, emulator: Any, mode: str
 ) -> None:
     text = ANSWERS["overview"] + "\n"  # ends with a blank line: the tail needs no healing
     chunks = tokens(text)
@@ -92,7 +92,7 @@ async def test_the_first_html_holds_the_text_so_far_and_the_socket_resumes_after
 
 
 async def test_a_finished_run_renders_complete_and_opens_no_websocket(
-    page: Any, daphne_server: DaphneServer, emulator: Any
+    page: Any, daphne_server: Daphne, emulator: Any
 ) -> None:
     text = ANSWERS["code"]
     run_id = finished_run(emulator, tokens(text))
@@ -114,7 +114,7 @@ async def test_a_finished_run_renders_complete_and_opens_no_websocket(
 
 
 async def test_without_javascript_the_text_is_readable_and_a_live_run_says_reload(
-    browser: Any, daphne_server: DaphneServer, emulator: Any, session_cookie: dict[str, str]
+    browser: Any, daphne_server: Daphne, emulator: Any, session_cookie: dict[str, str]
 ) -> None:
     context = await browser.new_context(java_script_enabled=False)
     await context.add_cookies([{**session_cookie, "url": daphne_server.url}])
@@ -136,7 +136,7 @@ async def test_without_javascript_the_text_is_readable_and_a_live_run_says_reloa
 
 
 async def test_the_status_region_announces_start_and_completion_once(
-    page: Any, daphne_server: DaphneServer, emulator: Any
+    page: Any, daphne_server: Daphne, emulator: Any
 ) -> None:
     await page.add_init_script(ANNOUNCEMENTS)
     run_id, _ = emulator.trigger(
@@ -189,7 +189,7 @@ HOSTILE_IN_OUTPUT = """(output) => {
 @pytest.mark.parametrize("mode", ["text", "markdown"])
 async def test_an_xss_corpus_never_executes(
     browser: Any,
-    daphne_server: DaphneServer,
+    daphne_server: Daphne,
     emulator: Any,
     session_cookie: dict[str, str],
     mode: str,

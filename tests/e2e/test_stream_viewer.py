@@ -12,14 +12,8 @@ from typing import Any
 import pytest
 from playwright.async_api import expect
 
-from tests.e2e.conftest import (
-    E2E_PASSWORD,
-    E2E_USER,
-    ROOT,
-    DaphneServer,
-    artifact,
-    own_run,
-)
+from bench.stack import Daphne
+from tests.e2e.conftest import E2E_PASSWORD, E2E_USER, ROOT, artifact, own_run
 from trigger_django.emulator.tasks import demo_answer_text, demo_answer_tokens
 from trigger_django.markdown import render_markdown
 from trigger_django.tickets import make_ticket
@@ -77,7 +71,7 @@ def assert_growing(texts: list[str], final: str) -> None:
 
 
 async def test_text_streams_in_and_completes(
-    page: Any, daphne_server: DaphneServer, emulator: Any
+    page: Any, daphne_server: Daphne, emulator: Any
 ) -> None:
     # ~70 tokens over 3.5 s: still streaming when the page subscribes, even on a loaded machine
     # (page load and subscribe measured at 2 s under a load of 9 on 2 cores).
@@ -102,7 +96,7 @@ async def test_text_streams_in_and_completes(
 
 
 async def test_upstream_drop_mid_stream_loses_and_repeats_nothing(
-    page: Any, daphne_server: DaphneServer, emulator: Any
+    page: Any, daphne_server: Daphne, emulator: Any
 ) -> None:
     run_id, answer = start_demo_run(emulator, "surviving dropped connections", 60)
     emulator.inject_fault(run_id, "ai-output", "drop", after=15)
@@ -119,7 +113,7 @@ async def test_upstream_drop_mid_stream_loses_and_repeats_nothing(
 
 
 async def test_daphne_restart_mid_stream_resumes_to_the_exact_text(
-    page: Any, daphne_server: DaphneServer, emulator: Any
+    page: Any, daphne_server: Daphne, emulator: Any
 ) -> None:
     run_id, answer = start_demo_run(emulator, "restarting the server mid-answer", 15)
     await page.goto(f"{daphne_server.url}/runs/{run_id}/?timeout=2&render=text")
@@ -138,7 +132,7 @@ async def test_daphne_restart_mid_stream_resumes_to_the_exact_text(
 
 
 async def test_upstream_404_shows_its_message(
-    page: Any, daphne_server: DaphneServer, e2e_user: Any
+    page: Any, daphne_server: Daphne, e2e_user: Any
 ) -> None:
     own_run("run_doesnotexist", e2e_user)  # recorded here, unknown to Trigger.dev
     await page.goto(f"{daphne_server.url}/runs/run_doesnotexist/?timeout=1")
@@ -153,7 +147,7 @@ async def test_upstream_404_shows_its_message(
 
 
 async def test_demo_log_in_write_with_ai_and_watch(
-    browser: Any, daphne_server: DaphneServer, e2e_user: Any
+    browser: Any, daphne_server: Daphne, e2e_user: Any
 ) -> None:
     context = await browser.new_context(viewport={"width": 900, "height": 640})
     page = await context.new_page()
@@ -182,7 +176,7 @@ async def test_demo_log_in_write_with_ai_and_watch(
 
 
 async def test_viewers_added_later_subscribe_and_removed_ones_unsubscribe(
-    page: Any, daphne_server: DaphneServer, emulator: Any
+    page: Any, daphne_server: Daphne, emulator: Any
 ) -> None:
     sent: list[dict[str, Any]] = []
     page.on(
@@ -221,7 +215,7 @@ async def test_viewers_added_later_subscribe_and_removed_ones_unsubscribe(
 
 
 async def test_one_socket_carries_every_viewer_json_chunks_and_max_parts(
-    page: Any, daphne_server: DaphneServer, emulator: Any, e2e_user: Any
+    page: Any, daphne_server: Daphne, emulator: Any, e2e_user: Any
 ) -> None:
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
@@ -286,7 +280,7 @@ window.__sockets = [];
     ids=["online", "visible"],
 )
 async def test_online_and_visible_reconnect_at_once_without_waiting_for_the_backoff(
-    page: Any, daphne_server: DaphneServer, emulator: Any, wake_up: str
+    page: Any, daphne_server: Daphne, emulator: Any, wake_up: str
 ) -> None:
     run_id, answer = start_demo_run(emulator, "back online after a network change", 15)
     await page.add_init_script(SOCKET_SPY)

@@ -15,8 +15,8 @@ from django.conf import settings
 from django.test import Client
 from websockets.asyncio.client import connect as ws_connect
 
-from bench.stack import open_stream_reads
-from tests.e2e.conftest import DaphneServer, own_run
+from bench.stack import Daphne, open_stream_reads
+from tests.e2e.conftest import e2e_daphne, own_run
 from tests.live.helpers import wait_until
 from trigger_django.tickets import make_ticket
 
@@ -28,7 +28,7 @@ PART_BYTES = 100_000
 
 
 @pytest.fixture
-def daphne(transactional_db: Any, emulator: Any, tmp_path: Path) -> Iterator[DaphneServer]:
+def daphne(transactional_db: Any, emulator: Any, tmp_path: Path) -> Iterator[Daphne]:
     from django.db import connection
 
     # As deployed: not in development mode (whose debug allocator and asyncio debug mode
@@ -40,7 +40,7 @@ def daphne(transactional_db: Any, emulator: Any, tmp_path: Path) -> Iterator[Dap
         "TRIGGER_API_URL": emulator.url,
         "TRIGGER_SECRET_KEY": emulator.secret_key,
     }
-    server = DaphneServer(env, tmp_path)
+    server = e2e_daphne(env, tmp_path)
     server.start()
     try:
         yield server
@@ -89,7 +89,7 @@ def append_all(emulator: Any, run_id: str) -> None:
 
 
 async def test_a_page_that_never_reads_holds_a_bounded_number_of_bytes(
-    daphne: DaphneServer, emulator: Any, cookie: tuple[Any, str]
+    daphne: Daphne, emulator: Any, cookie: tuple[Any, str]
 ) -> None:
     async def slow_page_round(user: Any, cookie_header: str) -> None:
         run_id, _ = emulator.trigger("external-writer", {})

@@ -20,7 +20,7 @@ import enum
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from trigger_django.live.protocol import (
     MAX_PARTS_PER_FRAME,
@@ -30,10 +30,15 @@ from trigger_django.live.protocol import (
     parts_frame,
 )
 
-if TYPE_CHECKING:
-    from trigger_django.live.hub import Feed
+__all__ = ["FeedLink", "Outlet", "Segment", "State", "Subscription"]
 
-__all__ = ["Outlet", "Segment", "State", "Subscription"]
+
+class FeedLink(Protocol):
+    """What a subscription needs of the feed it rides (``hub.Feed``)."""
+
+    def catch_up(self, subscription: Subscription) -> None: ...
+
+    def detach(self, subscription: Subscription) -> None: ...
 
 
 @dataclass(slots=True)
@@ -115,7 +120,7 @@ class Subscription:
         self.position: Position = cursor_position(cursor)
         self.resume: str | None = cursor
         self.state = State.NEW
-        self.feed: Feed | None = None
+        self.feed: FeedLink | None = None
         self.outbox: list[Segment] = []
         self.queued_parts = 0
         self.queued_size = 0
