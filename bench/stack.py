@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-_LISTENING = re.compile(r"Listening on TCP address 127\.0\.0\.1:(\d+)")
+DAPHNE_LISTENING = re.compile(r"Listening on TCP address 127\.0\.0\.1:(\d+)")
 EMULATOR_TASKS = ("--tasks-module", "bench.emulator_tasks")
 
 
@@ -92,7 +92,7 @@ class Daphne:
                 cwd=REPO_ROOT,
             )
         deadline = time.monotonic() + timeout
-        while not (match := _LISTENING.search(self.log())):
+        while not (match := DAPHNE_LISTENING.search(self.log())):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"daphne did not start:\n{self.log()}")

@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, LISTENING
+from bench.stack import DAPHNE_LISTENING
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent
 UV = ROOT / ".venv" / "bin" / "uv"
@@ -251,7 +252,7 @@ def servers(fresh_project: FreshProject) -> Iterator[str]:
             {**project.env, "TRIGGER_API_URL": emulator_url, "TRIGGER_SECRET_KEY": SECRET_KEY},
         )
         started.append(daphne)
-        port = daphne.wait_for(LISTENING).group(1)
+        port = daphne.wait_for(DAPHNE_LISTENING).group(1)
         yield f"http://127.0.0.1:{port}"
     finally:
         for server in reversed(started):
