@@ -345,17 +345,19 @@ async def test_failing_refresh_raises_the_auth_error(make_client):
 
 async def test_headers_timeout_aborts_and_retries(make_client, sleeps):
     hung = asyncio.Event()
+    released = asyncio.Event()
 
-    async def never_answers(request: httpx.Request) -> httpx.Response:
+    async def answers_too_late(request: httpx.Request) -> httpx.Response:
         hung.set()
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
+        await released.wait()
+        return v2_response(sse(batch(record(0, "too late"))))
 
-    script = Script(never_answers, v2_response(sse(batch(record(0, "late")))))
+    script = Script(answers_too_late, v2_response(sse(batch(record(0, "late")))))
     parts = await collect(make_client(script, header_timeout=0.05).read_stream("run_1"))
     assert hung.is_set()
     assert [p.chunk for p in parts] == ["late"]
     assert len(sleeps.delays) == 1
+    released.set()  # the abandoned request's answer is closed unread by the client
 
 
 async def test_stall_timeout_reconnects_from_the_cursor(make_client):
