@@ -227,7 +227,7 @@ class OutputStream(Generic[T]):
             require_secret_key(f"read stream {self.id!r} of run {run_id}")
         check = ChunkCheck(self, run_id)
         timeout = timeout_seconds or get_config().timeout_seconds
-        client = get_client(access_token=access_token)
+        client = get_client(access_token=access_token, run_id=run_id)
         async with client.read_stream(
             run_id, self.id, start_index=start_index, timeout_seconds=timeout
         ) as parts:

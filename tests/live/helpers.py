@@ -17,7 +17,6 @@ from django.test import Client
 from trigger_django.live.hub import get_hub
 from trigger_django.routing import websocket_urlpatterns
 from trigger_django.tickets import make_ticket
-from trigger_django.upstream import get_http_client
 
 WS_PATH = "/trigger/ws/"
 application = AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
@@ -152,9 +151,16 @@ def feed_readers() -> set[str]:
 
 
 def pool_busy() -> int:
-    """Connections of the shared httpx pool that are not idle (open requests)."""
-    pool = get_http_client()._transport._pool  # type: ignore[attr-defined]
-    return sum(1 for connection in pool.connections if not connection.is_idle())
+    """Connections of the shared httpx pools that are not idle (open requests)."""
+    from trigger_django.upstream import _http_clients
+
+    pools = _http_clients.get(asyncio.get_running_loop(), {}).values()
+    return sum(
+        1
+        for client in pools
+        for connection in client._transport._pool.connections  # type: ignore[attr-defined]
+        if not connection.is_idle()
+    )
 
 
 def no_feeds() -> bool:

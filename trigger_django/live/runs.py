@@ -133,7 +133,7 @@ class RunWatch:
         while not self.ended:
             try:
                 token = await token_for(self.run_id, fresh=fresh)
-                client = get_client(access_token=token)
+                client = get_client(access_token=token, run_id=self.run_id)
                 async with client.subscribe_run(self.run_id) as runs:
                     async for run in runs:
                         self.run = run

@@ -69,7 +69,9 @@ class OutputStream:
         async def refresh_token() -> str:
             return await token_for(run_id, fresh=True)
 
-        stream: AsyncIterator[StreamPart] = get_client(access_token=token).read_stream(
+        stream: AsyncIterator[StreamPart] = get_client(
+            access_token=token, run_id=run_id
+        ).read_stream(
             run_id,
             self.stream_key,
             last_event_id=resume,
