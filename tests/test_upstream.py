@@ -16,7 +16,7 @@ def _limit(client: object) -> int:
     return int(client._transport._pool._max_connections)  # type: ignore[attr-defined]
 
 
-async def test_runs_are_spread_over_the_stream_pools_and_kept_apart_from_ordinary_requests() -> None:
+async def test_runs_are_spread_over_the_stream_pools_apart_from_ordinary_requests() -> None:
     try:
         ordinary = get_http_client()
         assert get_http_client() is ordinary
