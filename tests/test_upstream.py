@@ -49,13 +49,16 @@ async def test_a_stream_pool_gets_its_share_of_the_connection_limit(
 
 
 def test_each_event_loop_has_its_own_pools() -> None:
-    async def pools() -> tuple[object, object]:
+    async def pools() -> tuple[object, object, asyncio.AbstractEventLoop]:
         try:
-            return get_http_client(), get_http_client("run_abc")
+            return get_http_client(), get_http_client("run_abc"), asyncio.get_running_loop()
         finally:
             await aclose_http_clients()
 
     first, second = asyncio.run(pools()), asyncio.run(pools())
     assert first[0] is not second[0]
     assert first[1] is not second[1]
-    assert not upstream._http_clients  # closed with their loop's aclose_http_clients()
+    # Closed with their loop's aclose_http_clients(), and forgotten.
+    assert all(client.is_closed for client in (*first[:2], *second[:2]))  # type: ignore[attr-defined]
+    assert first[2] not in upstream._http_clients
+    assert second[2] not in upstream._http_clients
