@@ -125,7 +125,7 @@ async def _scenario(
     from bench import procstat
     from bench.protocol import Page
     from bench.stack import cookie_header
-    from bench.viewers import PageClient
+    from bench.viewers import PageClient, stop_pages
 
     payload = {"text": text, "part": PART, "rate": rate}
     run_id, _ = await asyncio.to_thread(emulator.trigger, WRITER, payload)
@@ -181,11 +181,7 @@ async def _scenario(
                     f" ({viewer.error})"
                 )
     finally:
-        for client in clients:
-            client.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_pages(clients, tasks)
 
 
 async def _run(

@@ -204,6 +204,15 @@ class PageClient:
 # -- a client process of the bench --------------------------------------------------------------
 
 
+async def stop_pages(clients: list[PageClient], tasks: list[asyncio.Task[Any]]) -> None:
+    """Stop every page and wait for its task to end (cancelled if it has not)."""
+    for client in clients:
+        client.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def viewer_result(viewer: Viewer) -> dict[str, Any]:
     """What the bench needs from a viewer: ``[n, written, received]`` per applied part."""
     parts = []

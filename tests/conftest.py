@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.redis_server import RedisServer
 from tests.settings import TEST_TRIGGER_SECRET_KEY
 from trigger_django.emulator.testing import EmulatorProcess
 
@@ -67,3 +69,17 @@ def _fresh_subscribe_limits() -> Iterator[None]:
     limits.reset()
     yield
     limits.reset()
+
+
+# -- Redis ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server on a free port, stopped after the test."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -31,11 +31,17 @@ def upstream(request):
     return request.getfixturevalue("emulator" if request.param == "v2" else "emulator_v1")
 
 
+def emulator_client(upstream, **limits) -> TriggerClient:
+    """A client of ``upstream`` with the test key, recorded (not real) retry sleeps, and
+    ``limits`` (``max_connections``, ``max_keepalive_connections``)."""
+    return TriggerClient(
+        upstream.url, secret_key=TEST_TRIGGER_SECRET_KEY, retry_sleep=RecordingSleep(), **limits
+    )
+
+
 @pytest.fixture
 async def client(upstream):
-    async with TriggerClient(
-        upstream.url, secret_key=TEST_TRIGGER_SECRET_KEY, retry_sleep=RecordingSleep()
-    ) as client:
+    async with emulator_client(upstream) as client:
         yield client
 
 
@@ -234,12 +240,7 @@ async def test_cancelled_reads_at_random_points_return_their_connections(upstrea
     # (cancelled waiting for the first part).
     slow_run, _ = upstream.trigger("echo-parts", {"parts": list(range(100)), "delay_ms": 2})
     idle_run, _ = upstream.trigger("echo-parts", {"parts": ["x"], "delay_ms": 600_000})
-    async with TriggerClient(
-        upstream.url,
-        secret_key=TEST_TRIGGER_SECRET_KEY,
-        retry_sleep=RecordingSleep(),
-        max_connections=max_connections,
-    ) as client:
+    async with emulator_client(upstream, max_connections=max_connections) as client:
         # An idle keep-alive connection of an ordinary call, which must stay as it is.
         assert await client.send_input(idle_run, "approval", {"ok": True}) == {"ok": True}
         idle_before = len(_pool_connections(client))
@@ -283,12 +284,7 @@ async def test_a_reader_cancelled_twice_in_a_row_returns_its_connection(upstream
     # cancellation suspends; the second one, landing there, used to leave the connection ACTIVE
     # in the pool for good (the soak's leak). Both reading and ending in the middle of a part.
     run_id, _ = upstream.trigger("echo-parts", {"parts": list(range(1000)), "delay_ms": 5})
-    async with TriggerClient(
-        upstream.url,
-        secret_key=TEST_TRIGGER_SECRET_KEY,
-        retry_sleep=RecordingSleep(),
-        max_keepalive_connections=0,
-    ) as client:
+    async with emulator_client(upstream, max_keepalive_connections=0) as client:
         for _attempt in range(10):
             got_one = asyncio.Event()
 
@@ -326,12 +322,7 @@ async def test_cancelled_send_input_returns_its_connection(upstream, client):
 async def test_a_send_cancelled_before_it_is_written_is_never_sent(emulator):
     # One connection, held by a stream: the send waits for the pool, and is cancelled there.
     run_id, _ = emulator.trigger("echo-parts", {"parts": ["x"], "delay_ms": 600_000})
-    async with TriggerClient(
-        emulator.url,
-        secret_key=TEST_TRIGGER_SECRET_KEY,
-        retry_sleep=RecordingSleep(),
-        max_connections=1,
-    ) as client:
+    async with emulator_client(emulator, max_connections=1) as client:
         stream = client.read_stream(run_id, timeout_seconds=60)
         assert (await stream.__anext__()).chunk == "x"
         send = asyncio.create_task(client.send_input(run_id, "approval", {"never": "sent"}))

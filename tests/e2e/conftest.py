@@ -15,7 +15,6 @@ from django.conf import settings
 from django.test import Client, override_settings
 
 from bench.stack import Daphne
-from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -197,17 +196,6 @@ async def axe_violations(page: Any) -> list[dict[str, Any]]:
         }"""
     )
     return violations
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private redis-server on a free port, stopped after the test."""
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def worker_env(emulator: Any, redis_url: str, settings_module: str) -> dict[str, str]:

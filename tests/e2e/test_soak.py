@@ -54,7 +54,7 @@ from bench.stack import (
     redis_server,
     ticket,
 )
-from bench.viewers import PageClient
+from bench.viewers import PageClient, stop_pages
 from trigger_django.emulator.testing import EmulatorProcess
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "30"))
@@ -242,11 +242,7 @@ async def run_cycle(
             f"{time.monotonic() - t1:.1f} s more"
         )
     finally:
-        for client in clients:
-            client.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_pages(clients, tasks)
     return clients, drops
 
 
